@@ -1,0 +1,3 @@
+//! weft-mesh on smol. The socket binding and the async API are the next step (issue 3);
+//! today this crate only re-exports the core so that the workspace layout is in place.
+pub use weft_mesh as core;
