@@ -55,7 +55,7 @@ pub(crate) struct Payload<'a> {
 
 /// The payload is not valid CBOR of the expected shape.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) struct Malformed;
+pub struct Malformed;
 
 impl From<minicbor::decode::Error> for Malformed {
     fn from(_: minicbor::decode::Error) -> Self {
@@ -101,7 +101,8 @@ impl Hello {
         finish(e)
     }
 
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Hello, Malformed> {
+    /// Decode a hello (PROTOCOL.md §4.3); unknown keys are skipped.
+    pub fn decode(bytes: &[u8]) -> Result<Hello, Malformed> {
         let (mut node_id, mut genesis) = (None, None);
         let mut hello = Hello {
             node_id: NodeId::from_bytes([0; 32]),
