@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    eprintln!("ARGS={:?}", std::env::args().collect::<Vec<_>>());
+}

@@ -23,7 +23,7 @@ use core::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::frame::{FrameType, MAX_PAYLOAD_LEN};
-use crate::handshake::{Handshake, HandshakeConfig, PeerInfo, Remote};
+use crate::handshake::{Handshake, HandshakeConfig, Pattern, PeerInfo, Remote};
 use crate::record::{Inbound, RecordConfig, RecordStats, Session, LEN_PREFIX, MAX_RECORD};
 use crate::{CloseReason, Identity, Instant, Rng};
 
@@ -146,6 +146,8 @@ pub struct Link {
     rx: BytesMut,
     events: VecDeque<LinkEvent>,
     peer: Option<PeerInfo>,
+    /// IK responder: the peer, until its first record confirms it holds the keys.
+    unconfirmed: Option<PeerInfo>,
     started: Instant,
     now: Instant,
     last_recv: Instant,
@@ -202,6 +204,7 @@ impl Link {
             rx: BytesMut::new(),
             events: VecDeque::new(),
             peer: None,
+            unconfirmed: None,
             started: now,
             now,
             last_recv: now,
@@ -226,7 +229,7 @@ impl Link {
 
     /// Whether the handshake finished and the link is open for frames.
     pub fn is_established(&self) -> bool {
-        matches!(self.state, State::Established(_))
+        matches!(self.state, State::Established(_)) && self.unconfirmed.is_none()
     }
 
     /// Whether the link is closed and has nothing left to send: close the socket.
@@ -338,6 +341,7 @@ impl Link {
             }
             State::Established(session) => {
                 let events = &mut self.events;
+                let first_new_event = events.len();
                 let mut peer_closed = None;
                 session.open(body, &mut |inbound| match inbound {
                     Inbound::Frame(FrameType::Heartbeat, payload) if payload.is_empty() => {}
@@ -347,6 +351,11 @@ impl Link {
                     }),
                     Inbound::Close(reason) => peer_closed = Some(reason),
                 })?;
+                if let Some(peer) = self.unconfirmed.take() {
+                    self.peer = Some(peer.clone());
+                    self.events
+                        .insert(first_new_event, LinkEvent::Established(peer));
+                }
                 if let Some(reason) = peer_closed {
                     self.report_close(reason, true);
                     self.to_closed();
@@ -382,7 +391,19 @@ impl Link {
                 match (done.deferred_reject, done.peer) {
                     (Some(reason), _) => self.fail(reason),
                     (None, None) => self.fail(CloseReason::MalformedHandshake),
+                    // An IK responder has not yet heard from the initiator's session keys: a
+                    // replayed first message would get this far. It reports the peer only
+                    // once the first record opens (key confirmation); the initiator sends
+                    // one at once.
+                    (None, Some(peer)) if peer.pattern == Pattern::IK && !peer.initiator => {
+                        self.unconfirmed = Some(peer);
+                    }
                     (None, Some(peer)) => {
+                        if let (Pattern::IK, State::Established(session)) =
+                            (peer.pattern, &mut self.state)
+                        {
+                            session.queue().push(FrameType::Heartbeat, Bytes::new());
+                        }
                         self.peer = Some(peer.clone());
                         self.events.push_back(LinkEvent::Established(peer));
                     }

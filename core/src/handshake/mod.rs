@@ -168,6 +168,9 @@ pub struct Handshake {
     shared: Option<Zeroizing<[u8; 32]>>,
     peer: Option<(PublicIdentity, Hello)>,
     deferred: Option<CloseReason>,
+    /// Test hook: rewrites our CBOR payload before it is framed and encrypted.
+    #[cfg(test)]
+    tamper: Option<fn(&mut Vec<u8>)>,
 }
 
 impl core::fmt::Debug for Handshake {
@@ -239,6 +242,8 @@ impl Handshake {
             shared: None,
             peer: None,
             deferred: None,
+            #[cfg(test)]
+            tamper: None,
         }
     }
 
@@ -258,6 +263,8 @@ impl Handshake {
             shared: None,
             peer: None,
             deferred: None,
+            #[cfg(test)]
+            tamper: None,
         }
     }
 
@@ -300,6 +307,14 @@ impl Handshake {
             (Pattern::XX, true, 2) => self.signed_payload(&h_prev, None, None),
             _ => return Err(CloseReason::MalformedHandshake),
         };
+        #[cfg(test)]
+        let payload = {
+            let mut payload = payload;
+            if let Some(tamper) = self.tamper {
+                tamper(&mut payload);
+            }
+            payload
+        };
         let mut framed = Vec::with_capacity(payload.len() + frame::HEADER_LEN);
         frame::encode(FrameType::Handshake, &payload, &mut framed);
         let prefix = if self.initiator && self.messages == 0 {
@@ -312,7 +327,7 @@ impl Handshake {
         let noise = self.noise.as_mut().ok_or(CloseReason::MalformedHandshake)?;
         let n = noise
             .write_message(&framed, &mut body[prefix..])
-            .map_err(|_| CloseReason::MalformedHandshake)?;
+            .map_err(noise_error)?;
         body.truncate(prefix + n);
         self.messages += 1;
         Ok(body)
@@ -347,11 +362,7 @@ impl Handshake {
         }
         let h_prev = hash32(noise.get_handshake_hash());
         let mut plain = vec![0u8; body.len()];
-        let n = noise.read_message(body, &mut plain).map_err(|e| match e {
-            snow::Error::Dh => CloseReason::SmallOrderKey,
-            snow::Error::Decrypt => CloseReason::HandshakeFailed,
-            _ => CloseReason::MalformedHandshake,
-        })?;
+        let n = noise.read_message(body, &mut plain).map_err(noise_error)?;
         let remote_static = noise.get_remote_static().map(hash32);
         let payload = handshake_frame(&plain[..n])?;
         let index = self.messages;
@@ -570,6 +581,14 @@ fn proof_message(role: u8, h_prev: &[u8; 32], static_key: &[u8; 32], hello: &[u8
     m
 }
 
+fn noise_error(e: snow::Error) -> CloseReason {
+    match e {
+        snow::Error::Dh => CloseReason::SmallOrderKey,
+        snow::Error::Decrypt => CloseReason::HandshakeFailed,
+        _ => CloseReason::MalformedHandshake,
+    }
+}
+
 /// The payload of the single whole Handshake frame a Noise payload must be.
 fn handshake_frame(plain: &[u8]) -> Result<&[u8], CloseReason> {
     let (head, rest) = plain
@@ -590,3 +609,8 @@ fn hash32(bytes: &[u8]) -> [u8; 32] {
     out[..n].copy_from_slice(&bytes[..n]);
     out
 }
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod vectors;

@@ -19,7 +19,7 @@ use core::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use cipher::CipherState;
+pub(crate) use cipher::CipherState;
 pub use cipher::TAG_LEN;
 use lanes::SendQueue;
 use reassembly::Reassembly;
