@@ -427,7 +427,6 @@ impl Link {
                 );
                 self.state = State::Closing(session);
                 self.close_deadline = Some(self.now + self.config.close_timeout);
-                self.outgoing.clear();
             }
             other => {
                 self.state = other;
@@ -526,6 +525,9 @@ impl Link {
             // A deadline whose work is a pending transmit is left out once due:
             // `wants_transmit` carries it, and a past deadline would spin the driver's timer.
             State::Established(s) => [
+                self.unconfirmed
+                    .as_ref()
+                    .map(|_| self.started + self.config.handshake_timeout),
                 self.config.idle_timeout.map(|d| self.last_recv + d),
                 self.config
                     .keepalive
@@ -545,25 +547,23 @@ impl Link {
     /// Run the timers that are due at `now`. Calling it early is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
+        let handshake_over = now >= self.started + self.config.handshake_timeout;
+        let idle = self
+            .config
+            .idle_timeout
+            .is_some_and(|d| now >= self.last_recv + d);
+        let quiet = self
+            .config
+            .keepalive
+            .is_some_and(|d| now >= self.last_send + d);
         match &mut self.state {
-            State::Handshaking(_) if now >= self.started + self.config.handshake_timeout => {
+            State::Handshaking(_) if handshake_over => self.fail(CloseReason::HandshakeTimeout),
+            State::Established(_) if handshake_over && self.unconfirmed.is_some() => {
                 self.fail(CloseReason::HandshakeTimeout);
             }
-            State::Established(session) => {
-                if self
-                    .config
-                    .idle_timeout
-                    .is_some_and(|d| now >= self.last_recv + d)
-                {
-                    self.fail(CloseReason::IdleTimeout);
-                } else if self
-                    .config
-                    .keepalive
-                    .is_some_and(|d| now >= self.last_send + d)
-                    && session.queue().is_empty()
-                {
-                    session.queue().push(FrameType::Heartbeat, Bytes::new());
-                }
+            State::Established(_) if idle => self.fail(CloseReason::IdleTimeout),
+            State::Established(session) if quiet && session.queued_bytes() == 0 => {
+                session.queue().push(FrameType::Heartbeat, Bytes::new());
             }
             State::Closing(_) if self.close_deadline.is_some_and(|d| now >= d) => self.to_closed(),
             _ => {}
