@@ -70,7 +70,7 @@ impl LinkConfig {
 #[non_exhaustive]
 pub enum LinkEvent {
     /// The handshake finished; the peer is authenticated.
-    Established(PeerInfo),
+    Established(Box<PeerInfo>),
     /// A whole frame arrived.
     Frame {
         /// Its type.
@@ -296,7 +296,7 @@ impl Link {
     pub fn handle_connection_lost(&mut self, now: Instant) {
         self.advance(now);
         self.report_close(CloseReason::ConnectionLost, false);
-        self.to_closed();
+        self.enter_closed();
     }
 
     /// Bytes read from the socket, in any chunking.
@@ -354,11 +354,11 @@ impl Link {
                 if let Some(peer) = self.unconfirmed.take() {
                     self.peer = Some(peer.clone());
                     self.events
-                        .insert(first_new_event, LinkEvent::Established(peer));
+                        .insert(first_new_event, LinkEvent::Established(Box::new(peer)));
                 }
                 if let Some(reason) = peer_closed {
                     self.report_close(reason, true);
-                    self.to_closed();
+                    self.enter_closed();
                 }
                 Ok(())
             }
@@ -405,7 +405,8 @@ impl Link {
                             session.queue().push(FrameType::Heartbeat, Bytes::new());
                         }
                         self.peer = Some(peer.clone());
-                        self.events.push_back(LinkEvent::Established(peer));
+                        self.events
+                            .push_back(LinkEvent::Established(Box::new(peer)));
                     }
                 }
             }
@@ -430,7 +431,7 @@ impl Link {
             }
             other => {
                 self.state = other;
-                self.to_closed();
+                self.enter_closed();
             }
         }
         self.report_close(reason, false);
@@ -443,7 +444,7 @@ impl Link {
         }
     }
 
-    fn to_closed(&mut self) {
+    fn enter_closed(&mut self) {
         if let State::Established(s) | State::Closing(s) = &self.state {
             self.closed_records = Some(s.stats());
         }
@@ -501,7 +502,7 @@ impl Link {
                 },
                 State::Closing(session) => {
                     let n = session.seal(now, buf).ok().flatten();
-                    self.to_closed();
+                    self.enter_closed();
                     n?
                 }
                 _ => return None,
@@ -565,7 +566,9 @@ impl Link {
             State::Established(session) if quiet && session.queued_bytes() == 0 => {
                 session.queue().push(FrameType::Heartbeat, Bytes::new());
             }
-            State::Closing(_) if self.close_deadline.is_some_and(|d| now >= d) => self.to_closed(),
+            State::Closing(_) if self.close_deadline.is_some_and(|d| now >= d) => {
+                self.enter_closed()
+            }
             _ => {}
         }
     }

@@ -34,7 +34,7 @@ impl KemKeypair {
     pub(crate) fn generate(rng: &mut Rng) -> Self {
         let mut seed = Seed::default();
         rng.fill(&mut seed);
-        let dk = DecapsulationKey::from_seed(seed.clone());
+        let dk = DecapsulationKey::from_seed(seed);
         seed.zeroize();
         KemKeypair { dk }
     }

@@ -17,7 +17,7 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-fn field<'a>(v: &'a serde_json::Value, k: &str) -> Option<Vec<u8>> {
+fn field(v: &serde_json::Value, k: &str) -> Option<Vec<u8>> {
     v.get(k).and_then(serde_json::Value::as_str).map(hex)
 }
 

@@ -33,6 +33,9 @@ pub fn config(pq: PqPolicy) -> LinkConfig {
     c
 }
 
+/// Rewrites a transmission (its index, its bytes) on the wire.
+pub type Tamper = Box<dyn FnMut(usize, &mut Vec<u8>)>;
+
 /// Two links, `a` dialing `b`, and everything that came out of them.
 pub struct Pair {
     pub a: Link,
@@ -47,7 +50,7 @@ pub struct Pair {
     rng: Rng,
     buf: Vec<u8>,
     /// Rewrites each transmission from `a` (index, bytes) before delivery.
-    pub tamper_a: Option<Box<dyn FnMut(usize, &mut Vec<u8>)>>,
+    pub tamper_a: Option<Tamper>,
 }
 
 impl Pair {
