@@ -54,6 +54,7 @@ pub mod frame;
 pub mod handshake;
 pub mod identity;
 pub mod link;
+pub mod node;
 pub mod reason;
 pub mod record;
 mod rng;

@@ -12,6 +12,8 @@ use core::fmt;
 pub enum CloseReason {
     /// The application closed the link on purpose.
     Normal,
+    /// Another link to the same peer is kept instead of this one.
+    DuplicateLink,
     /// The peer speaks another protocol version.
     UnsupportedVersion,
     /// A handshake message or payload could not be parsed.
@@ -64,6 +66,7 @@ impl CloseReason {
     pub fn code(self) -> u16 {
         match self {
             CloseReason::Normal => 0x0000,
+            CloseReason::DuplicateLink => 0x0001,
             CloseReason::UnsupportedVersion => 0x0101,
             CloseReason::MalformedHandshake => 0x0102,
             CloseReason::HandshakeFailed => 0x0103,
@@ -90,8 +93,9 @@ impl CloseReason {
 
     /// The reason a received code stands for.
     pub fn from_code(code: u16) -> CloseReason {
-        const KNOWN: [CloseReason; 21] = [
+        const KNOWN: [CloseReason; 22] = [
             CloseReason::Normal,
+            CloseReason::DuplicateLink,
             CloseReason::UnsupportedVersion,
             CloseReason::MalformedHandshake,
             CloseReason::HandshakeFailed,
@@ -123,6 +127,7 @@ impl CloseReason {
     pub fn name(self) -> &'static str {
         match self {
             CloseReason::Normal => "normal",
+            CloseReason::DuplicateLink => "duplicate_link",
             CloseReason::UnsupportedVersion => "unsupported_version",
             CloseReason::MalformedHandshake => "malformed_handshake",
             CloseReason::HandshakeFailed => "handshake_failed",
@@ -177,7 +182,7 @@ mod tests {
                 seen.push(r.name());
             }
         }
-        assert_eq!(seen.len(), 21);
+        assert_eq!(seen.len(), 22);
         assert!(CloseReason::GenesisMismatch.is_handshake_rejection());
         assert!(!CloseReason::DecryptFailed.is_handshake_rejection());
     }

@@ -1,0 +1,696 @@
+//! The node: all links of this process, at most one per peer, seed redialing and
+//! acknowledged direct messages. The one object a driver steps (DESIGN.md §2).
+//!
+//! Inputs: [`Node::accept`], [`Node::handle_bytes`], [`Node::handle_closed`],
+//! [`Node::handle_timeout`] and the application's [`Node::send`], [`Node::add_seed`],
+//! [`Node::close`], [`Node::shutdown`]. Outputs, drained after every input:
+//! [`Node::poll_action`] (dial, transmit, close a socket), [`Node::poll_transmit`]
+//! (pull one record for a socket that can take bytes), [`Node::poll_event`] and
+//! [`Node::poll_timeout`] (one deadline for the whole node; an idle poll is O(1)).
+//!
+//! ```
+//! use weft_mesh::node::{Action, Node, NodeConfig, NodeEvent};
+//! use weft_mesh::{Identity, Instant, Rng};
+//!
+//! let mut rng = Rng::from_seed([1; 32]);
+//! let config = NodeConfig::new([7; 32]);
+//! let mut a = Node::new(Identity::generate(&mut rng).into(), config.clone(), rng.fork());
+//! let mut b = Node::new(Identity::generate(&mut rng).into(), config, rng.fork());
+//! let now = Instant::ZERO;
+//! a.add_seed(now, "tcp://b.example:7000");
+//! a.handle_timeout(now);
+//! let Some(Action::Dial { conn: ca, .. }) = a.poll_action() else { panic!() };
+//! let cb = b.accept(now, None).unwrap(); // the driver accepted the socket
+//! let mut buf = vec![0; weft_mesh::link::MAX_TRANSMIT];
+//! for _ in 0..4 {
+//!     while let Some(n) = a.poll_transmit(now, ca, &mut buf) { b.handle_bytes(now, cb, &buf[..n]); }
+//!     while let Some(n) = b.poll_transmit(now, cb, &mut buf) { a.handle_bytes(now, ca, &buf[..n]); }
+//! }
+//! assert!(std::iter::from_fn(|| a.poll_event()).any(|e| matches!(e, NodeEvent::PeerUp { hybrid: true, .. })));
+//! ```
+
+mod direct;
+mod links;
+mod seeds;
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::time::Duration;
+
+use bytes::Bytes;
+
+pub use direct::MessageId;
+pub use links::{ConnId, Direction};
+
+use crate::frame::{FrameType, MAX_PAYLOAD_LEN};
+use crate::handshake::Remote;
+use crate::link::{Link, LinkConfig, LinkEvent, SendError};
+use crate::{CloseReason, Identity, Instant, NodeId, Rng};
+use direct::{Direct, Outstanding, Pending};
+use links::Links;
+use seeds::{Backoff, SeedState, Seeds};
+
+/// Settings of a node.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct NodeConfig {
+    /// Settings of every link.
+    pub link: LinkConfig,
+    /// Most connections at once (inbound and outbound); more are refused.
+    pub max_links: usize,
+    /// Most connections still handshaking at once; more are refused.
+    pub max_handshakes: usize,
+    /// A sent message not acknowledged in this time fails with `Timeout`.
+    pub message_timeout: Duration,
+    /// First redial delay of a seed (doubles per failure, with jitter).
+    pub redial_min: Duration,
+    /// Largest redial delay.
+    pub redial_max: Duration,
+}
+
+impl NodeConfig {
+    /// Defaults for the cluster with this genesis hash.
+    pub fn new(genesis: [u8; 32]) -> Self {
+        NodeConfig {
+            link: LinkConfig::new(genesis),
+            max_links: 1024,
+            max_handshakes: 128,
+            message_timeout: Duration::from_secs(10),
+            redial_min: Duration::from_millis(200),
+            redial_max: Duration::from_secs(30),
+        }
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            min: self.redial_min,
+            max: self.redial_max,
+        }
+    }
+}
+
+/// Something the driver must do.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum Action {
+    /// Open a connection to `addr` and report it with `handle_bytes`/`handle_closed`
+    /// under `conn` (a failed dial is `handle_closed`).
+    Dial {
+        /// The connection's id.
+        conn: ConnId,
+        /// Where to connect (`tcp://host:port` or `ws://host:port/path`).
+        addr: String,
+    },
+    /// `conn` has bytes to send: call `poll_transmit` when its socket can take them.
+    Transmit {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Close `conn`'s socket once the bytes already pulled are written.
+    Close {
+        /// The connection.
+        conn: ConnId,
+    },
+}
+
+/// Why a message was not delivered.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum SendFailure {
+    /// No acknowledgement within the message timeout.
+    Timeout,
+    /// The link closed before the acknowledgement came.
+    LinkClosed(CloseReason),
+}
+
+impl fmt::Display for SendFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendFailure::Timeout => f.write_str("no acknowledgement in time"),
+            SendFailure::LinkClosed(r) => write!(f, "link closed: {r}"),
+        }
+    }
+}
+
+/// What happened at the node. Drain with [`Node::poll_event`].
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// A peer is connected and authenticated.
+    PeerUp {
+        /// The peer.
+        node: NodeId,
+        /// The link that carries it.
+        conn: ConnId,
+        /// The socket address, if the driver gave one.
+        addr: Option<String>,
+        /// Whether the session is hybrid post-quantum.
+        hybrid: bool,
+        /// Who dialed.
+        direction: Direction,
+    },
+    /// A peer's link closed (and no other link to it remains).
+    PeerDown {
+        /// The peer.
+        node: NodeId,
+        /// Why.
+        reason: CloseReason,
+        /// Whether the peer closed it.
+        by_peer: bool,
+    },
+    /// A connection closed before its handshake completed (rejected, failed, timed out).
+    Rejected {
+        /// The connection.
+        conn: ConnId,
+        /// Its address, if known.
+        addr: Option<String>,
+        /// Why.
+        reason: CloseReason,
+        /// Whether the peer closed it.
+        by_peer: bool,
+    },
+    /// A message arrived (and was acknowledged).
+    Message {
+        /// The sender.
+        from: NodeId,
+        /// The data.
+        payload: Bytes,
+    },
+    /// The peer acknowledged a message.
+    Delivered {
+        /// The recipient.
+        to: NodeId,
+        /// The message.
+        id: MessageId,
+    },
+    /// A message was not delivered.
+    SendFailed {
+        /// The recipient.
+        to: NodeId,
+        /// The message.
+        id: MessageId,
+        /// Why.
+        reason: SendFailure,
+    },
+}
+
+/// Why [`Node::send`] refused a message; nothing was queued.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum NodeSendError {
+    /// No link to that node.
+    NotConnected,
+    /// The link's send queue is full.
+    Full,
+    /// The message is larger than a frame allows.
+    TooLarge,
+}
+
+impl fmt::Display for NodeSendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NodeSendError::NotConnected => "not connected to that node",
+            NodeSendError::Full => "send queue full",
+            NodeSendError::TooLarge => "message too large",
+        })
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for NodeSendError {}
+
+/// Why [`Node::accept`] refused a connection.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum AcceptError {
+    /// `max_links` connections exist.
+    TooManyLinks,
+    /// `max_handshakes` handshakes are in flight.
+    TooManyHandshakes,
+}
+
+impl fmt::Display for AcceptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AcceptError::TooManyLinks => "too many connections",
+            AcceptError::TooManyHandshakes => "too many handshakes in flight",
+        })
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for AcceptError {}
+
+/// A connected peer, as listed by [`Node::peers`].
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct PeerSummary {
+    /// The peer.
+    pub node: NodeId,
+    /// Its link.
+    pub conn: ConnId,
+    /// The socket address, if known.
+    pub addr: Option<String>,
+    /// Whether the session is hybrid.
+    pub hybrid: bool,
+    /// Who dialed.
+    pub direction: Direction,
+}
+
+/// The node state machine. See the [module docs](self).
+pub struct Node {
+    identity: Arc<Identity>,
+    config: NodeConfig,
+    rng: Rng,
+    links: Links,
+    handshakes: usize,
+    peers: BTreeMap<NodeId, ConnId>,
+    seeds: Seeds,
+    outstanding: Outstanding,
+    next_message: u64,
+    actions: VecDeque<Action>,
+    events: VecDeque<NodeEvent>,
+    now: Instant,
+    shutting_down: bool,
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("node_id", &self.identity.node_id())
+            .field("links", &self.links.len())
+            .field("peers", &self.peers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A node with this identity; `rng` seeds every random choice it makes.
+    pub fn new(identity: Arc<Identity>, config: NodeConfig, rng: Rng) -> Self {
+        Node {
+            identity,
+            config,
+            rng,
+            links: Links::default(),
+            handshakes: 0,
+            peers: BTreeMap::new(),
+            seeds: Seeds::default(),
+            outstanding: Outstanding::default(),
+            next_message: 0,
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            now: Instant::ZERO,
+            shutting_down: false,
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.identity.node_id()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Keep a connection to `addr`, redialing with backoff whenever it drops (unless
+    /// the node found there is connected some other way).
+    pub fn add_seed(&mut self, now: Instant, addr: impl Into<String>) {
+        self.advance(now);
+        let backoff = self.config.backoff();
+        self.seeds.add(addr.into(), now, backoff);
+    }
+
+    /// The driver accepted a socket: start the responder side of a handshake on it.
+    pub fn accept(&mut self, now: Instant, addr: Option<String>) -> Result<ConnId, AcceptError> {
+        self.advance(now);
+        self.check_capacity()?;
+        let link = Link::accept(
+            self.config.link.clone(),
+            self.identity.clone(),
+            self.rng.fork(),
+            now,
+        );
+        self.handshakes += 1;
+        Ok(self.links.insert(link, Direction::Inbound, addr, None))
+    }
+
+    fn check_capacity(&self) -> Result<(), AcceptError> {
+        if self.links.len() >= self.config.max_links {
+            return Err(AcceptError::TooManyLinks);
+        }
+        if self.handshakes >= self.config.max_handshakes {
+            return Err(AcceptError::TooManyHandshakes);
+        }
+        Ok(())
+    }
+
+    /// Bytes read from `conn`'s socket. Unknown or stale ids are ignored.
+    pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        self.advance(now);
+        if let Some(e) = self.links.get_mut(conn) {
+            e.link.handle_bytes(now, bytes);
+            self.service(conn);
+        }
+    }
+
+    /// `conn`'s socket closed or failed (or its dial failed).
+    pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
+        self.advance(now);
+        if let Some(e) = self.links.get_mut(conn) {
+            e.link.handle_connection_lost(now);
+            self.service(conn);
+        }
+    }
+
+    /// Close one connection with `reason` (the peer is told).
+    pub fn close(&mut self, now: Instant, conn: ConnId, reason: CloseReason) {
+        self.advance(now);
+        if let Some(e) = self.links.get_mut(conn) {
+            e.link.close(now, reason);
+            self.service(conn);
+        }
+    }
+
+    /// Close every link with `Normal` and stop redialing. The driver keeps stepping
+    /// until [`Node::is_idle`], then stops.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.advance(now);
+        self.shutting_down = true;
+        let ids: Vec<ConnId> = self.links.ids().collect();
+        for conn in ids {
+            self.close(now, conn, CloseReason::Normal);
+        }
+    }
+
+    /// True when no connection remains (after [`Node::shutdown`], time to stop).
+    pub fn is_idle(&self) -> bool {
+        self.links.len() == 0
+    }
+
+    /// Run every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        while let Some(conn) = self.links.pop_due(now) {
+            if let Some(e) = self.links.get_mut(conn) {
+                e.link.handle_timeout(now);
+                self.service(conn);
+            }
+        }
+        for (id, p) in self.outstanding.expired(now) {
+            self.events.push_back(NodeEvent::SendFailed {
+                to: p.to,
+                id: MessageId(id),
+                reason: SendFailure::Timeout,
+            });
+        }
+        self.dial_due_seeds(now);
+    }
+
+    fn dial_due_seeds(&mut self, now: Instant) {
+        if self.shutting_down {
+            return;
+        }
+        let mut due = Vec::new();
+        let peers = &self.peers;
+        for (i, seed) in self.seeds.iter_mut() {
+            let elsewhere = seed.node.as_ref().is_some_and(|n| peers.contains_key(n));
+            if matches!(seed.state, SeedState::Idle { next } if next <= now) && !elsewhere {
+                due.push((i, seed.addr.clone()));
+            }
+        }
+        for (i, addr) in due {
+            if self.check_capacity().is_err() {
+                return;
+            }
+            let remote = Remote::Any;
+            let link = Link::connect(
+                self.config.link.clone(),
+                self.identity.clone(),
+                remote,
+                self.rng.fork(),
+                now,
+            );
+            self.handshakes += 1;
+            let conn = self
+                .links
+                .insert(link, Direction::Outbound, Some(addr.clone()), Some(i));
+            if let Some(seed) = self.seeds.get_mut(i) {
+                seed.state = SeedState::Connected(conn);
+            }
+            self.actions.push_back(Action::Dial { conn, addr });
+            self.service(conn);
+        }
+    }
+
+    /// Send `data` to `to` over its link; the result comes later as
+    /// [`NodeEvent::Delivered`] or [`NodeEvent::SendFailed`].
+    pub fn send(
+        &mut self,
+        now: Instant,
+        to: NodeId,
+        data: &[u8],
+    ) -> Result<MessageId, NodeSendError> {
+        self.advance(now);
+        if data.len() + direct::DATA_HEADER > MAX_PAYLOAD_LEN {
+            return Err(NodeSendError::TooLarge);
+        }
+        let conn = *self.peers.get(&to).ok_or(NodeSendError::NotConnected)?;
+        let entry = self
+            .links
+            .get_mut(conn)
+            .ok_or(NodeSendError::NotConnected)?;
+        let id = self.next_message;
+        entry
+            .link
+            .send(FrameType::Message, direct::encode_data(id, data))
+            .map_err(|e| match e {
+                SendError::Full => NodeSendError::Full,
+                SendError::TooLarge => NodeSendError::TooLarge,
+                _ => NodeSendError::NotConnected,
+            })?;
+        self.next_message += 1;
+        let deadline = now + self.config.message_timeout;
+        self.outstanding.insert(id, Pending { to, conn, deadline });
+        self.service(conn);
+        Ok(MessageId(id))
+    }
+
+    /// The connected peers.
+    pub fn peers(&self) -> impl Iterator<Item = PeerSummary> + '_ {
+        self.peers.iter().filter_map(|(node, conn)| {
+            let e = self.links.get(*conn)?;
+            Some(PeerSummary {
+                node: *node,
+                conn: *conn,
+                addr: e.addr.clone(),
+                hybrid: e.link.is_hybrid(),
+                direction: e.direction,
+            })
+        })
+    }
+
+    /// Write `conn`'s next transmission into `buf` (see [`Link::poll_transmit`]).
+    pub fn poll_transmit(&mut self, now: Instant, conn: ConnId, buf: &mut [u8]) -> Option<usize> {
+        self.advance(now);
+        let entry = self.links.get_mut(conn)?;
+        let n = entry.link.poll_transmit(now, buf);
+        if n.is_none() {
+            entry.transmit_pending = false;
+        }
+        self.service(conn);
+        n
+    }
+
+    /// The next action for the driver.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    /// The earliest deadline of the node, never before the latest `now`.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let peers = &self.peers;
+        [
+            self.links.next_deadline(),
+            self.outstanding.next_deadline(),
+            if self.shutting_down {
+                None
+            } else {
+                self.seeds.next_deadline(|n| peers.contains_key(n))
+            },
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|t| t.max(self.now))
+    }
+
+    fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    /// After any input to a link: route its events, request transmits, retire it when
+    /// drained, and re-arm its timer.
+    fn service(&mut self, conn: ConnId) {
+        while let Some(event) = self.links.get_mut(conn).and_then(|e| e.link.poll_event()) {
+            match event {
+                LinkEvent::Established(peer) => {
+                    self.on_established(conn, peer.identity.node_id, peer.hybrid)
+                }
+                LinkEvent::Frame {
+                    frame_type: FrameType::Message,
+                    payload,
+                } => self.on_message(conn, payload),
+                LinkEvent::Frame { .. } | LinkEvent::SendReady => {}
+                LinkEvent::Closed { reason, by_peer } => self.on_closed(conn, reason, by_peer),
+            }
+        }
+        let Some(entry) = self.links.get_mut(conn) else {
+            return;
+        };
+        if entry.link.is_drained() {
+            self.retire(conn);
+            return;
+        }
+        if !entry.transmit_pending && entry.link.wants_transmit() {
+            entry.transmit_pending = true;
+            self.actions.push_back(Action::Transmit { conn });
+        }
+        self.links.rearm(conn);
+    }
+
+    fn on_established(&mut self, conn: ConnId, node: NodeId, hybrid: bool) {
+        self.handshakes = self.handshakes.saturating_sub(1);
+        let me = self.identity.node_id();
+        let Some(entry) = self.links.get_mut(conn) else {
+            return;
+        };
+        entry.peer = Some(node);
+        let (direction, addr, seed) = (entry.direction, entry.addr.clone(), entry.seed);
+        if let Some(seed) = seed.and_then(|i| self.seeds.get_mut(i)) {
+            seed.node = Some(node);
+        }
+        // Two links to one peer (simultaneous dials): both sides keep the link whose
+        // initiator has the lower node id; with the same initiator, the older link.
+        if let Some(&existing) = self.peers.get(&node) {
+            let initiator = |d: Direction| if d == Direction::Outbound { me } else { node };
+            let old_dir = self.links.get(existing).map_or(direction, |e| e.direction);
+            let keep_new = initiator(direction) < initiator(old_dir);
+            let loser = if keep_new { existing } else { conn };
+            if keep_new {
+                self.peers.insert(node, conn);
+                if let Some(e) = self.links.get_mut(conn) {
+                    e.up = true;
+                }
+            }
+            if let Some(e) = self.links.get_mut(loser) {
+                e.up = false;
+                e.duplicate = true;
+                e.link.close(self.now, CloseReason::DuplicateLink);
+            }
+            if loser != conn {
+                self.service(loser);
+            }
+            return;
+        }
+        self.peers.insert(node, conn);
+        if let Some(e) = self.links.get_mut(conn) {
+            e.up = true;
+        }
+        self.events.push_back(NodeEvent::PeerUp {
+            node,
+            conn,
+            addr,
+            hybrid,
+            direction,
+        });
+    }
+
+    fn on_message(&mut self, conn: ConnId, payload: Bytes) {
+        let Some(entry) = self.links.get_mut(conn) else {
+            return;
+        };
+        let Some(from) = entry.peer else { return };
+        match direct::decode(&payload) {
+            Some(Direct::Data { id, data }) => {
+                // An ack that does not fit the queue is dropped; the sender times out.
+                let _ = entry.link.send(FrameType::Message, direct::encode_ack(id));
+                self.events.push_back(NodeEvent::Message {
+                    from,
+                    payload: data,
+                });
+            }
+            Some(Direct::Ack { id }) => {
+                if let Some(p) = self.outstanding.ack(id, conn) {
+                    self.events.push_back(NodeEvent::Delivered {
+                        to: p.to,
+                        id: MessageId(id),
+                    });
+                }
+            }
+            None => entry.link.close(self.now, CloseReason::MalformedFrame),
+        }
+    }
+
+    fn on_closed(&mut self, conn: ConnId, reason: CloseReason, by_peer: bool) {
+        let Some(entry) = self.links.get_mut(conn) else {
+            return;
+        };
+        let (peer, up, duplicate, addr) =
+            (entry.peer, entry.up, entry.duplicate, entry.addr.clone());
+        entry.up = false;
+        if peer.is_none() {
+            self.handshakes = self.handshakes.saturating_sub(1);
+        }
+        for (id, p) in self.outstanding.on_conn(conn) {
+            let reason = SendFailure::LinkClosed(reason);
+            self.events.push_back(NodeEvent::SendFailed {
+                to: p.to,
+                id: MessageId(id),
+                reason,
+            });
+        }
+        match peer {
+            Some(node) if up => {
+                self.peers.remove(&node);
+                self.events.push_back(NodeEvent::PeerDown {
+                    node,
+                    reason,
+                    by_peer,
+                });
+            }
+            Some(_) => {}
+            None if !duplicate => self.events.push_back(NodeEvent::Rejected {
+                conn,
+                addr,
+                reason,
+                by_peer,
+            }),
+            None => {}
+        }
+    }
+
+    /// Drop a drained link and tell the driver to close its socket.
+    fn retire(&mut self, conn: ConnId) {
+        let Some(entry) = self.links.remove(conn) else {
+            return;
+        };
+        self.actions.push_back(Action::Close { conn });
+        if let Some(seed) = entry.seed.and_then(|i| self.seeds.get_mut(i)) {
+            if matches!(seed.state, SeedState::Connected(c) if c == conn) {
+                let backoff = self.config.backoff();
+                seed.disconnected(self.now, entry.peer.is_some(), backoff, &mut self.rng);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
