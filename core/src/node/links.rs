@@ -177,17 +177,15 @@ impl Links {
 
     /// Pop one connection whose deadline is due at `now`.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<ConnId> {
-        while let Some(at) = self.next_deadline() {
-            if at > now {
-                return None;
-            }
-            let Reverse((_, conn)) = self.timers.pop()?;
-            if let Some(entry) = self.get_mut(conn) {
-                entry.armed = None;
-            }
-            return Some(conn);
+        let at = self.next_deadline()?;
+        if at > now {
+            return None;
         }
-        None
+        let Reverse((_, conn)) = self.timers.pop()?;
+        if let Some(entry) = self.get_mut(conn) {
+            entry.armed = None;
+        }
+        Some(conn)
     }
 }
 

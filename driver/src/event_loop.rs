@@ -1,0 +1,578 @@
+//! The event loop, written once for every runtime: one task owns the core [`Node`];
+//! per connection a reader task feeds it bytes and a writer task writes what it pulls.
+//!
+//! * Writes are pulled from the core only when the connection's writer has room (at
+//!   most [`IN_FLIGHT`] transmissions queued), so records are sealed at the last moment.
+//! * One timer, armed at the node's next deadline.
+//! * Bounded work per wake-up: at most [`BATCH`] I/O events before timers and commands
+//!   get another look.
+//! * A socket error ends only that connection.
+
+use std::collections::HashMap;
+use std::io;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use futures::future::{self, AbortHandle, Either};
+use futures::{FutureExt, StreamExt};
+use tracing::{debug, info, info_span, warn, Instrument, Span};
+use weft_mesh::link::MAX_TRANSMIT;
+use weft_mesh::node::{
+    Action, ConnId, MessageId, Node, NodeConfig, NodeEvent, NodeSendError, PeerSummary,
+};
+use weft_mesh::{Identity, Instant, NodeId};
+
+use crate::mesh::Subscribers;
+use crate::runtime::{Incoming, Listener};
+use crate::{os_rng, Addr, MeshError, MeshEvent, Runtime, Wire};
+
+/// Transmissions queued to one writer before the loop stops pulling for it.
+const IN_FLIGHT: usize = 2;
+/// I/O events handled per wake-up before timers and commands are looked at again.
+const BATCH: usize = 256;
+/// Accepted connections still in their WebSocket upgrade, at most.
+const MAX_UPGRADES: usize = 256;
+/// How long a closed connection keeps reading (and discarding) before it is dropped.
+const LINGER: Duration = Duration::from_secs(2);
+/// How long an orderly shutdown may take.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// A request from a [`crate::Mesh`] handle.
+pub(crate) enum Command {
+    Send {
+        to: NodeId,
+        data: Bytes,
+        reply: oneshot::Sender<Result<(), MeshError>>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerSummary>>,
+    },
+    Connect {
+        addr: Addr,
+        reply: oneshot::Sender<()>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// What the connection tasks report.
+enum Io {
+    Connected {
+        conn: ConnId,
+        wire: Wire,
+    },
+    DialFailed {
+        conn: ConnId,
+        error: io::Error,
+    },
+    Accepted {
+        wire: Wire,
+        remote: String,
+    },
+    Bytes {
+        conn: ConnId,
+        data: Vec<u8>,
+    },
+    /// The writer wrote one transmission; the buffer comes back for reuse.
+    Written {
+        conn: ConnId,
+        buf: Vec<u8>,
+    },
+    Closed {
+        conn: ConnId,
+        error: Option<io::Error>,
+    },
+}
+
+pub(crate) struct Setup<R> {
+    pub runtime: R,
+    pub subscribers: Subscribers,
+    pub identity: Identity,
+    pub config: NodeConfig,
+    pub listeners: Vec<(Listener, Addr)>,
+    pub seeds: Vec<Addr>,
+    pub connect_timeout: Duration,
+}
+
+/// A connection the loop knows: its writer queue and reader task.
+struct Conn {
+    writer: Option<async_channel::Sender<Vec<u8>>>,
+    in_flight: usize,
+    reader: Option<AbortHandle>,
+    span: Span,
+}
+
+struct EventLoop<R> {
+    runtime: R,
+    node: Node,
+    started: std::time::Instant,
+    io_tx: async_channel::Sender<Io>,
+    conns: HashMap<ConnId, Conn>,
+    subscribers: Subscribers,
+    sends: HashMap<MessageId, oneshot::Sender<Result<(), MeshError>>>,
+    spare: Vec<Vec<u8>>,
+    tasks: Vec<AbortHandle>,
+    connect_timeout: Duration,
+    upgrades: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    shutdown: Option<(std::time::Instant, Vec<oneshot::Sender<()>>)>,
+    dropped_events: u64,
+}
+
+/// Start the loop; returns the command channel of its handles.
+pub(crate) fn spawn<R: Runtime>(setup: Setup<R>) -> async_channel::Sender<Command> {
+    let (cmd_tx, cmd_rx) = async_channel::bounded(1024);
+    let (io_tx, io_rx) = async_channel::bounded(4096);
+    let node_id = setup.identity.node_id();
+    let span = info_span!("mesh", node = %node_id.short());
+    let mut node = Node::new(setup.identity.into(), setup.config, os_rng());
+    let started = std::time::Instant::now();
+    for seed in &setup.seeds {
+        node.add_seed(Instant::ZERO, seed.to_string());
+    }
+    let mut el = EventLoop {
+        runtime: setup.runtime.clone(),
+        node,
+        started,
+        io_tx,
+        conns: HashMap::new(),
+        subscribers: setup.subscribers,
+        sends: HashMap::new(),
+        spare: Vec::new(),
+        tasks: Vec::new(),
+        connect_timeout: setup.connect_timeout,
+        upgrades: Default::default(),
+        shutdown: None,
+        dropped_events: 0,
+    };
+    let _guard = span.enter();
+    for (listener, addr) in setup.listeners {
+        info!(%addr, "listening");
+        el.spawn_acceptor(listener);
+    }
+    drop(_guard);
+    setup.runtime.spawn(el.run(cmd_rx, io_rx).instrument(span));
+    cmd_tx
+}
+
+impl<R: Runtime> EventLoop<R> {
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.started.elapsed().as_micros() as u64)
+    }
+
+    async fn run(
+        mut self,
+        commands: async_channel::Receiver<Command>,
+        io: async_channel::Receiver<Io>,
+    ) {
+        let io_batch = io.clone();
+        let mut commands = std::pin::pin!(commands.fuse());
+        let mut io = std::pin::pin!(io.fuse());
+        loop {
+            let now = self.now();
+            self.node.handle_timeout(now);
+            self.drain_node();
+            if let Some((deadline, _)) = &self.shutdown {
+                if self.node.is_idle() || std::time::Instant::now() >= *deadline {
+                    break;
+                }
+            }
+            let wait = self
+                .node
+                .poll_timeout()
+                .map(|t| {
+                    Duration::from_micros(t.as_micros().saturating_sub(self.now().as_micros()))
+                })
+                .unwrap_or(Duration::from_secs(3600));
+            let wait = if self.shutdown.is_some() {
+                wait.min(Duration::from_millis(50))
+            } else {
+                wait
+            };
+            let mut timer = std::pin::pin!(self.runtime.sleep(wait).fuse());
+            futures::select_biased! {
+                cmd = commands.next() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => self.begin_shutdown(None),
+                },
+                event = io.next() => {
+                    if let Some(event) = event {
+                        self.io(event);
+                        for _ in 1..BATCH {
+                            match io_batch.try_recv() {
+                                Ok(event) => self.io(event),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                },
+                () = timer => {}
+            }
+        }
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        for (_, conn) in self.conns.drain() {
+            if let Some(r) = conn.reader {
+                r.abort();
+            }
+        }
+        for (_, reply) in self.sends.drain() {
+            let _ = reply.send(Err(MeshError::Stopped));
+        }
+        self.subscribers.close();
+        if let Some((_, waiters)) = self.shutdown.take() {
+            for w in waiters {
+                let _ = w.send(());
+            }
+        }
+        info!("stopped");
+    }
+
+    fn begin_shutdown(&mut self, reply: Option<oneshot::Sender<()>>) {
+        let now = self.now();
+        let (_, waiters) = self
+            .shutdown
+            .get_or_insert_with(|| (std::time::Instant::now() + SHUTDOWN_GRACE, Vec::new()));
+        waiters.extend(reply);
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        self.node.shutdown(now);
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let now = self.now();
+        match cmd {
+            Command::Send { to, data, reply } => match self.node.send(now, to, &data) {
+                Ok(id) => {
+                    self.sends.insert(id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(match e {
+                        NodeSendError::Full => MeshError::Full,
+                        NodeSendError::TooLarge => MeshError::TooLarge,
+                        _ => MeshError::NotConnected(to),
+                    }));
+                }
+            },
+            Command::Peers { reply } => {
+                let _ = reply.send(self.node.peers().collect());
+            }
+            Command::Connect { addr, reply } => {
+                self.node.add_seed(now, addr.to_string());
+                let _ = reply.send(());
+            }
+            Command::Shutdown { reply } => self.begin_shutdown(Some(reply)),
+        }
+        self.drain_node();
+    }
+
+    fn io(&mut self, event: Io) {
+        let now = self.now();
+        match event {
+            Io::Connected { conn, wire } => {
+                if self.conns.contains_key(&conn) {
+                    self.attach(conn, wire);
+                    self.pump(conn);
+                }
+            }
+            Io::DialFailed { conn, error } => {
+                if let Some(c) = self.conns.get(&conn) {
+                    c.span.in_scope(|| debug!(%error, "dial failed"));
+                }
+                self.node.handle_closed(now, conn);
+            }
+            Io::Accepted { wire, remote } => match self.node.accept(now, Some(remote.clone())) {
+                Ok(conn) => {
+                    let span = info_span!("link", %conn, addr = %remote);
+                    span.in_scope(|| debug!("accepted"));
+                    self.conns.insert(
+                        conn,
+                        Conn {
+                            writer: None,
+                            in_flight: 0,
+                            reader: None,
+                            span,
+                        },
+                    );
+                    self.attach(conn, wire);
+                }
+                Err(e) => warn!(addr = %remote, error = %e, "refused connection"),
+            },
+            Io::Bytes { conn, data } => self.node.handle_bytes(now, conn, &data),
+            Io::Written { conn, buf } => {
+                if self.spare.len() < 16 {
+                    self.spare.push(buf);
+                }
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.in_flight = c.in_flight.saturating_sub(1);
+                    self.pump(conn);
+                }
+            }
+            Io::Closed { conn, error } => {
+                if let (Some(c), Some(error)) = (self.conns.get(&conn), error) {
+                    c.span.in_scope(|| debug!(%error, "socket error"));
+                }
+                self.node.handle_closed(now, conn);
+            }
+        }
+        self.drain_node();
+    }
+
+    /// Start the reader and writer tasks of a connected socket.
+    fn attach(&mut self, conn: ConnId, wire: Wire) {
+        let Some(entry) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Wire {
+            mut reader,
+            mut writer,
+        } = wire;
+        let (tx, rx) = async_channel::bounded::<Vec<u8>>(IN_FLIGHT);
+        entry.writer = Some(tx);
+        let io = self.io_tx.clone();
+        self.runtime.spawn(
+            async move {
+                let mut error = None;
+                while let Ok(buf) = rx.recv().await {
+                    if let Err(e) = writer.write(&buf).await {
+                        error = Some(e);
+                        break;
+                    }
+                    // The loop may already have stopped (shutdown); keep writing what is
+                    // queued regardless, so the Close record still leaves.
+                    let _ = io.send(Io::Written { conn, buf }).await;
+                }
+                match error {
+                    Some(e) => {
+                        let _ = io
+                            .send(Io::Closed {
+                                conn,
+                                error: Some(e),
+                            })
+                            .await;
+                    }
+                    None => {
+                        let _ = writer.close().await;
+                    }
+                }
+            }
+            .instrument(entry.span.clone()),
+        );
+        let io = self.io_tx.clone();
+        let (read_task, handle) = future::abortable(async move {
+            let mut buf = Vec::with_capacity(64 * 1024);
+            loop {
+                match reader.read(&mut buf).await {
+                    Ok(0) => break io.send(Io::Closed { conn, error: None }).await,
+                    Ok(_) => {
+                        let data = std::mem::replace(&mut buf, Vec::with_capacity(64 * 1024));
+                        if io.send(Io::Bytes { conn, data }).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        break io
+                            .send(Io::Closed {
+                                conn,
+                                error: Some(e),
+                            })
+                            .await
+                    }
+                }
+            }
+            .ok();
+        });
+        entry.reader = Some(handle);
+        self.runtime
+            .spawn(read_task.map(|_| ()).instrument(entry.span.clone()));
+    }
+
+    /// Pull transmissions for `conn` while its writer has room.
+    fn pump(&mut self, conn: ConnId) {
+        let now = self.now();
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(writer) = &c.writer else { return };
+        while c.in_flight < IN_FLIGHT {
+            let mut buf = self.spare.pop().unwrap_or_default();
+            buf.resize(MAX_TRANSMIT, 0);
+            let Some(n) = self.node.poll_transmit(now, conn, &mut buf) else {
+                self.spare.push(buf);
+                break;
+            };
+            buf.truncate(n);
+            if let Err(e) = writer.try_send(buf) {
+                tracing::warn!(%conn, closed = e.is_closed(), "writer refused a transmission");
+                break;
+            }
+            c.in_flight += 1;
+        }
+    }
+
+    /// Carry out the node's actions and deliver its events.
+    fn drain_node(&mut self) {
+        while let Some(action) = self.node.poll_action() {
+            match action {
+                Action::Dial { conn, addr } => self.dial(conn, addr),
+                Action::Transmit { conn } => self.pump(conn),
+                Action::Close { conn } => {
+                    if let Some(c) = self.conns.remove(&conn) {
+                        c.span.in_scope(|| debug!("closed"));
+                        // Dropping the writer's sender lets it write what is queued and
+                        // shut down its side. The reader keeps draining until the peer
+                        // closes too (or LINGER passes): closing a socket with unread
+                        // bytes sends a reset, which would destroy our Close record.
+                        if let Some(reader) = c.reader {
+                            let sleep = self.runtime.sleep(LINGER);
+                            self.runtime.spawn(async move {
+                                sleep.await;
+                                reader.abort();
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        while let Some(event) = self.node.poll_event() {
+            self.node_event(event);
+        }
+    }
+
+    fn dial(&mut self, conn: ConnId, addr: String) {
+        let span = info_span!("link", %conn, %addr);
+        span.in_scope(|| debug!("dialing"));
+        self.conns.insert(
+            conn,
+            Conn {
+                writer: None,
+                in_flight: 0,
+                reader: None,
+                span: span.clone(),
+            },
+        );
+        let io = self.io_tx.clone();
+        let (runtime, timeout) = (self.runtime.clone(), self.connect_timeout);
+        let parsed: Result<Addr, _> = addr.parse();
+        self.runtime.spawn(
+            async move {
+                let result = match parsed {
+                    Ok(addr) => match future::select(
+                        Box::pin(runtime.connect(&addr)),
+                        Box::pin(runtime.sleep(timeout)),
+                    )
+                    .await
+                    {
+                        Either::Left((result, _)) => result,
+                        Either::Right(_) => {
+                            Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+                        }
+                    },
+                    Err(e) => Err(io::Error::new(io::ErrorKind::InvalidInput, e)),
+                };
+                let _ = io
+                    .send(match result {
+                        Ok(wire) => Io::Connected { conn, wire },
+                        Err(error) => Io::DialFailed { conn, error },
+                    })
+                    .await;
+            }
+            .instrument(span),
+        );
+    }
+
+    fn spawn_acceptor(&mut self, mut listener: Listener) {
+        let io = self.io_tx.clone();
+        let runtime = self.runtime.clone();
+        let upgrades = self.upgrades.clone();
+        let timeout = self.node.config().link.handshake_timeout;
+        let (task, handle) = future::abortable(async move {
+            while let Some(incoming) = listener.next().await {
+                let incoming: Incoming = match incoming {
+                    Ok(i) => i,
+                    Err(error) => {
+                        warn!(%error, "accept failed");
+                        runtime.sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                use std::sync::atomic::Ordering::Relaxed;
+                if upgrades.fetch_add(1, Relaxed) >= MAX_UPGRADES {
+                    upgrades.fetch_sub(1, Relaxed);
+                    warn!("too many connections in transport setup; dropping one");
+                    continue;
+                }
+                let (io, upgrades, sleep) = (io.clone(), upgrades.clone(), runtime.sleep(timeout));
+                runtime.spawn(async move {
+                    if let Either::Left((Ok((wire, remote)), _)) =
+                        future::select(incoming, Box::pin(sleep)).await
+                    {
+                        let _ = io.send(Io::Accepted { wire, remote }).await;
+                    }
+                    upgrades.fetch_sub(1, Relaxed);
+                });
+            }
+        });
+        self.tasks.push(handle);
+        self.runtime.spawn(task.map(|_| ()).in_current_span());
+    }
+
+    fn node_event(&mut self, event: NodeEvent) {
+        let mesh_event = match event {
+            NodeEvent::Delivered { id, .. } => {
+                if let Some(reply) = self.sends.remove(&id) {
+                    let _ = reply.send(Ok(()));
+                }
+                return;
+            }
+            NodeEvent::SendFailed { id, reason, .. } => {
+                if let Some(reply) = self.sends.remove(&id) {
+                    let _ = reply.send(Err(MeshError::Undelivered(reason)));
+                }
+                return;
+            }
+            NodeEvent::PeerUp {
+                node,
+                addr,
+                hybrid,
+                conn,
+                ..
+            } => {
+                if let Some(c) = self.conns.get(&conn) {
+                    c.span
+                        .in_scope(|| info!(peer = %node.short(), hybrid, "peer up"));
+                }
+                MeshEvent::PeerUp { node, addr, hybrid }
+            }
+            NodeEvent::PeerDown { node, reason, .. } => {
+                info!(peer = %node.short(), %reason, "peer down");
+                MeshEvent::PeerDown { node, reason }
+            }
+            NodeEvent::Rejected { addr, reason, .. } => {
+                info!(addr = addr.as_deref().unwrap_or("?"), %reason, "connection rejected");
+                MeshEvent::Rejected { addr, reason }
+            }
+            NodeEvent::Message { from, payload } => MeshEvent::Message {
+                from,
+                data: payload,
+            },
+            _ => return,
+        };
+        let full = self.subscribers.publish(&mesh_event) as u64;
+        if full > 0 {
+            self.dropped_events += full;
+            warn!(
+                dropped = self.dropped_events,
+                "a subscriber is not keeping up; events dropped"
+            );
+        }
+    }
+}

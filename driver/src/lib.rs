@@ -1,0 +1,23 @@
+//! The part of the weft-mesh drivers that does not depend on the async runtime: the
+//! event loop around the core [`weft_mesh::node::Node`], transport addresses, the
+//! TCP/WebSocket byte-stream adaptation, identity files and the [`Mesh`] handle.
+//!
+//! Applications use it through `weft-mesh-tokio` or `weft-mesh-smol`, which only
+//! implement [`Runtime`] (spawn, sleep, connect, listen) for their runtime.
+
+mod addr;
+mod event_loop;
+pub mod identity_file;
+mod mesh;
+mod runtime;
+mod wire;
+
+pub use addr::{Addr, AddrError};
+pub use identity_file::os_rng;
+pub use mesh::{
+    Events, Mesh, MeshBuilder, MeshError, MeshEvent, StartError, DEV_GENESIS, EVENT_CAPACITY,
+};
+pub use runtime::{Incoming, Listener, Runtime};
+pub use wire::{ws_config, ws_path_check, ReadHalf, Wire, WriteHalf};
+
+pub use weft_mesh;

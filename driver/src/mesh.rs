@@ -1,0 +1,353 @@
+//! The application's view: build and start a mesh, then use a cloneable handle.
+
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use futures::Stream;
+use weft_mesh::handshake::PqPolicy;
+use weft_mesh::node::{NodeConfig, PeerSummary, SendFailure};
+use weft_mesh::{CloseReason, Identity, NodeId};
+
+use crate::event_loop::{self, Command};
+use crate::{Addr, AddrError, Runtime};
+
+/// Something that happened in the mesh. Every subscriber sees every event.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum MeshEvent {
+    /// A peer is connected and authenticated.
+    PeerUp {
+        /// The peer.
+        node: NodeId,
+        /// Its socket address.
+        addr: Option<String>,
+        /// Whether the session is hybrid post-quantum.
+        hybrid: bool,
+    },
+    /// A peer's connection closed.
+    PeerDown {
+        /// The peer.
+        node: NodeId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A message arrived.
+    Message {
+        /// The sender.
+        from: NodeId,
+        /// The data.
+        data: Bytes,
+    },
+    /// A connection closed before its handshake completed.
+    Rejected {
+        /// The socket address.
+        addr: Option<String>,
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// Why a mesh operation failed.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MeshError {
+    /// The mesh has shut down.
+    #[error("the mesh is shut down")]
+    Stopped,
+    /// No connection to that node.
+    #[error("not connected to {0}")]
+    NotConnected(NodeId),
+    /// The link's send queue is full; try again later.
+    #[error("send queue full")]
+    Full,
+    /// The message is larger than 16 MiB.
+    #[error("message too large")]
+    TooLarge,
+    /// The message was sent but not acknowledged.
+    #[error("not delivered: {0}")]
+    Undelivered(SendFailure),
+    /// An address did not parse.
+    #[error(transparent)]
+    BadAddr(#[from] AddrError),
+}
+
+/// Why [`MeshBuilder::start`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// An address did not parse.
+    #[error(transparent)]
+    BadAddr(#[from] AddrError),
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: Addr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Configures a mesh node; [`MeshBuilder::start`] runs it.
+pub struct MeshBuilder<R> {
+    runtime: R,
+    subscribers: Subscribers,
+    identity: Option<Identity>,
+    config: NodeConfig,
+    listen: Vec<String>,
+    seeds: Vec<String>,
+    connect_timeout: Duration,
+}
+
+impl<R: Runtime> MeshBuilder<R> {
+    /// A builder on `runtime` with a fresh identity, the development genesis
+    /// ([`DEV_GENESIS`]), PQ `Prefer` and default limits.
+    pub fn new(runtime: R) -> Self {
+        MeshBuilder {
+            runtime,
+            subscribers: Subscribers::default(),
+            identity: None,
+            config: NodeConfig::new(DEV_GENESIS),
+            listen: Vec::new(),
+            seeds: Vec::new(),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The node's identity (default: a fresh one).
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// The cluster's governance genesis hash; peers with another are rejected.
+    pub fn genesis(mut self, genesis: [u8; 32]) -> Self {
+        self.config.link.handshake.genesis = genesis;
+        self
+    }
+
+    /// Listen on `addr` (`tcp://host:port` or `ws://host:port/path`; port 0 picks one).
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.listen.push(addr.into());
+        self
+    }
+
+    /// Keep a connection to `addr`, redialing with backoff.
+    pub fn seed(mut self, addr: impl Into<String>) -> Self {
+        self.seeds.push(addr.into());
+        self
+    }
+
+    /// Post-quantum policy (default `Prefer`).
+    pub fn pq(mut self, policy: PqPolicy) -> Self {
+        self.config.link.handshake.pq = policy;
+        self
+    }
+
+    /// Adjust limits and timeouts of the core.
+    pub fn configure(mut self, f: impl FnOnce(&mut NodeConfig)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// Give up on a dial after this long (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Receive every event from the start (nothing can happen before this subscription).
+    pub fn subscribe(&mut self) -> Events {
+        self.subscribers.add()
+    }
+
+    /// Bind the listeners and start the node in the background.
+    pub async fn start(self) -> Result<Mesh<R>, StartError> {
+        let listen = self
+            .listen
+            .iter()
+            .map(|a| a.parse())
+            .collect::<Result<Vec<Addr>, _>>()?;
+        let seeds = self
+            .seeds
+            .iter()
+            .map(|a| a.parse())
+            .collect::<Result<Vec<Addr>, _>>()?;
+        let mut listeners = Vec::new();
+        for addr in listen {
+            let bound = self.runtime.listen(&addr).await;
+            listeners.push(bound.map_err(|source| StartError::Listen { addr, source })?);
+        }
+        let identity = self
+            .identity
+            .unwrap_or_else(|| Identity::generate(&mut crate::os_rng()));
+        let node_id = identity.node_id();
+        let local_addrs = listeners.iter().map(|(_, a)| a.clone()).collect();
+        let commands = event_loop::spawn(event_loop::Setup {
+            runtime: self.runtime,
+            subscribers: self.subscribers.clone(),
+            identity,
+            config: self.config,
+            listeners,
+            seeds,
+            connect_timeout: self.connect_timeout,
+        });
+        let local_addrs = Arc::new(local_addrs);
+        Ok(Mesh {
+            commands,
+            subscribers: self.subscribers,
+            node_id,
+            local_addrs,
+            runtime: PhantomData,
+        })
+    }
+}
+
+/// The genesis hash used when none is given: SHA-256 of `"weft-mesh development genesis"`.
+pub const DEV_GENESIS: [u8; 32] = [
+    0x87, 0xef, 0x91, 0xa8, 0x5e, 0x1a, 0x7c, 0x33, 0xc9, 0x40, 0x90, 0xce, 0xbe, 0xc7, 0xe5, 0x2e,
+    0x14, 0xf6, 0xf2, 0xc6, 0xb8, 0xd1, 0x2c, 0x3e, 0x65, 0x27, 0xf7, 0xfd, 0x9c, 0x90, 0xf9, 0xed,
+];
+
+/// A running mesh node. Cheap to clone; all clones drive the same node.
+pub struct Mesh<R> {
+    commands: async_channel::Sender<Command>,
+    subscribers: Subscribers,
+    node_id: NodeId,
+    local_addrs: Arc<Vec<Addr>>,
+    runtime: PhantomData<fn() -> R>,
+}
+
+impl<R> Clone for Mesh<R> {
+    fn clone(&self) -> Self {
+        Mesh {
+            commands: self.commands.clone(),
+            subscribers: self.subscribers.clone(),
+            node_id: self.node_id,
+            local_addrs: self.local_addrs.clone(),
+            runtime: PhantomData,
+        }
+    }
+}
+
+impl<R: Runtime + Default> Mesh<R> {
+    /// Start configuring a node on the default runtime handle.
+    pub fn builder() -> MeshBuilder<R> {
+        MeshBuilder::new(R::default())
+    }
+}
+
+impl<R> Mesh<R> {
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The addresses the node listens on (with ports resolved).
+    pub fn local_addrs(&self) -> &[Addr] {
+        &self.local_addrs
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, MeshError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| MeshError::Stopped)?;
+        rx.await.map_err(|_| MeshError::Stopped)
+    }
+
+    /// Send `data` to `to` and wait until it acknowledges receipt.
+    pub async fn send(&self, to: NodeId, data: impl Into<Bytes>) -> Result<(), MeshError> {
+        let data = data.into();
+        self.ask(|reply| Command::Send { to, data, reply }).await?
+    }
+
+    /// Receive every event from now on (use [`MeshBuilder::subscribe`] to miss none).
+    pub fn subscribe(&self) -> Events {
+        self.subscribers.add()
+    }
+
+    /// The connected peers.
+    pub async fn peers(&self) -> Result<Vec<PeerSummary>, MeshError> {
+        self.ask(|reply| Command::Peers { reply }).await
+    }
+
+    /// Keep a connection to `addr` (like a seed).
+    pub async fn connect(&self, addr: &str) -> Result<(), MeshError> {
+        let addr: Addr = addr.parse()?;
+        self.ask(|reply| Command::Connect { addr, reply }).await
+    }
+
+    /// Close every connection with an orderly Close and stop the node. Returns once
+    /// the node has stopped (at most a couple of seconds).
+    pub async fn shutdown(&self) {
+        let _ = self.ask(|reply| Command::Shutdown { reply }).await;
+    }
+}
+
+/// Events a subscriber has not read yet, at most this many; beyond it new events are
+/// dropped for that subscriber (and counted in the log).
+pub const EVENT_CAPACITY: usize = 4096;
+
+/// The event subscribers, shared by the handles and the loop.
+#[derive(Clone, Default)]
+pub(crate) struct Subscribers(Arc<std::sync::Mutex<Vec<async_channel::Sender<MeshEvent>>>>);
+
+impl Subscribers {
+    fn add(&self) -> Events {
+        let (tx, rx) = async_channel::bounded(EVENT_CAPACITY);
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(tx);
+        Events { rx: Box::pin(rx) }
+    }
+
+    /// Offer `event` to every live subscriber; returns how many were full.
+    pub(crate) fn publish(&self, event: &MeshEvent) -> usize {
+        let mut subs = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        subs.retain(|s| !s.is_closed());
+        subs.iter()
+            .filter(|s| s.try_send(event.clone()).is_err())
+            .count()
+    }
+
+    /// End every subscription (the mesh stopped).
+    pub(crate) fn close(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+}
+
+/// A subscription to [`MeshEvent`]s. Ends when the mesh stops.
+pub struct Events {
+    rx: Pin<Box<async_channel::Receiver<MeshEvent>>>,
+}
+
+impl Events {
+    /// The next event, or `None` once the mesh has stopped.
+    pub async fn next(&mut self) -> Option<MeshEvent> {
+        self.rx.recv().await.ok()
+    }
+}
+
+impl Stream for Events {
+    type Item = MeshEvent;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<MeshEvent>> {
+        self.rx.as_mut().poll_next(cx)
+    }
+}

@@ -1,0 +1,302 @@
+//! End to end over real loopback sockets: both runtimes, both transports, and every
+//! pairing of them; rejections, vanishing peers, reconnects and hostile clients.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weft_mesh::handshake::PqPolicy;
+use weft_mesh::{CloseReason, Identity, NodeId, Rng};
+use weft_mesh_driver::{Events, Mesh, MeshBuilder, MeshEvent, Runtime};
+use weft_mesh_smol::Smol;
+use weft_mesh_tokio::Tokio;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn start<R: Runtime>(
+    rt: R,
+    f: impl FnOnce(MeshBuilder<R>) -> MeshBuilder<R>,
+) -> (Mesh<R>, Events) {
+    let mut builder = f(MeshBuilder::new(rt));
+    let events = builder.subscribe();
+    (builder.start().await.expect("start"), events)
+}
+
+/// `fut`, or `None` after `WAIT` (on any executor: the timer has its own reactor).
+async fn timeout<T>(wait: Duration, fut: impl std::future::Future<Output = T>) -> Result<T, ()> {
+    let timer = async_io::Timer::after(wait);
+    match futures::future::select(std::pin::pin!(fut), timer).await {
+        futures::future::Either::Left((t, _)) => Ok(t),
+        futures::future::Either::Right(_) => Err(()),
+    }
+}
+
+/// Wait for the first event that `pick` accepts.
+async fn expect<T>(
+    events: &mut Events,
+    what: &str,
+    mut pick: impl FnMut(&MeshEvent) -> Option<T>,
+) -> T {
+    let found = timeout(WAIT, async {
+        while let Some(e) = events.next().await {
+            if let Some(t) = pick(&e) {
+                return Some(t);
+            }
+        }
+        None
+    })
+    .await;
+    found
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("no {what} within {WAIT:?}"))
+}
+
+async fn peer_up(events: &mut Events) -> (NodeId, bool) {
+    expect(events, "peer up", |e| match e {
+        MeshEvent::PeerUp { node, hybrid, .. } => Some((*node, *hybrid)),
+        _ => None,
+    })
+    .await
+}
+
+async fn peer_down(events: &mut Events, who: NodeId) -> CloseReason {
+    expect(events, "peer down", |e| match e {
+        MeshEvent::PeerDown { node, reason } if *node == who => Some(*reason),
+        _ => None,
+    })
+    .await
+}
+
+async fn message(events: &mut Events) -> (NodeId, Bytes) {
+    expect(events, "message", |e| match e {
+        MeshEvent::Message { from, data } => Some((*from, data.clone())),
+        _ => None,
+    })
+    .await
+}
+
+/// Two nodes, `b` seeded with `a`: up (hybrid), messages both ways, orderly close.
+async fn pair<A: Runtime, B: Runtime>(ra: A, rb: B, listen: &str) {
+    let (a, mut ae) = start(ra, |b| b.listen(listen)).await;
+    let seed = a.local_addrs()[0].to_string();
+    let (b, mut be) = start(rb, |b| b.seed(seed)).await;
+    assert_eq!(peer_up(&mut ae).await, (b.node_id(), true));
+    assert_eq!(peer_up(&mut be).await, (a.node_id(), true));
+    b.send(a.node_id(), Bytes::from_static(b"ping"))
+        .await
+        .unwrap();
+    assert_eq!(
+        message(&mut ae).await,
+        (b.node_id(), Bytes::from_static(b"ping"))
+    );
+    let big = Bytes::from(vec![7u8; 3 << 20]);
+    a.send(b.node_id(), big.clone()).await.unwrap();
+    assert_eq!(message(&mut be).await, (a.node_id(), big));
+    assert_eq!(a.peers().await.unwrap().len(), 1);
+    b.shutdown().await;
+    assert_eq!(peer_down(&mut ae, b.node_id()).await, CloseReason::Normal);
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_to_tokio_over_tcp_and_websocket() {
+    pair(Tokio, Tokio, "tcp://127.0.0.1:0").await;
+    pair(Tokio, Tokio, "ws://127.0.0.1:0/mesh").await;
+}
+
+#[test]
+fn smol_to_smol_over_tcp_and_websocket() {
+    smol::block_on(async {
+        pair(Smol, Smol, "tcp://127.0.0.1:0").await;
+        pair(Smol, Smol, "ws://127.0.0.1:0/mesh").await;
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_and_smol_interoperate_over_tcp_and_websocket() {
+    pair(Tokio, Smol, "tcp://127.0.0.1:0").await;
+    pair(Smol, Tokio, "tcp://127.0.0.1:0").await;
+    pair(Tokio, Smol, "ws://127.0.0.1:0/mesh").await;
+    pair(Smol, Tokio, "ws://127.0.0.1:0/mesh").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_exchange_messages_through_a_hub() {
+    let (hub, mut he) = start(Tokio, |b| {
+        b.listen("tcp://127.0.0.1:0").listen("ws://127.0.0.1:0/m")
+    })
+    .await;
+    let (tcp, ws) = (
+        hub.local_addrs()[0].to_string(),
+        hub.local_addrs()[1].to_string(),
+    );
+    let (b, mut be) = start(Tokio, |x| x.seed(tcp)).await;
+    let (c, mut ce) = start(Smol, |x| x.seed(ws)).await;
+    peer_up(&mut be).await;
+    peer_up(&mut ce).await;
+    let mut ups = vec![peer_up(&mut he).await.0, peer_up(&mut he).await.0];
+    ups.sort();
+    let mut want = vec![b.node_id(), c.node_id()];
+    want.sort();
+    assert_eq!(ups, want);
+    b.send(hub.node_id(), Bytes::from_static(b"b"))
+        .await
+        .unwrap();
+    assert_eq!(
+        message(&mut he).await,
+        (b.node_id(), Bytes::from_static(b"b"))
+    );
+    c.send(hub.node_id(), Bytes::from_static(b"c"))
+        .await
+        .unwrap();
+    assert_eq!(
+        message(&mut he).await,
+        (c.node_id(), Bytes::from_static(b"c"))
+    );
+    hub.send(b.node_id(), Bytes::from_static(b"hi b"))
+        .await
+        .unwrap();
+    assert_eq!(message(&mut be).await.1, Bytes::from_static(b"hi b"));
+    hub.send(c.node_id(), Bytes::from_static(b"hi c"))
+        .await
+        .unwrap();
+    assert_eq!(message(&mut ce).await.1, Bytes::from_static(b"hi c"));
+    b.shutdown().await;
+    c.shutdown().await;
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_genesis_mismatch_is_rejected_with_its_reason() {
+    let (a, _ae) = start(Tokio, |b| b.listen("tcp://127.0.0.1:0")).await;
+    let seed = a.local_addrs()[0].to_string();
+    let (b, mut be) = start(Tokio, |x| x.seed(seed).genesis([9; 32])).await;
+    let reason = expect(&mut be, "rejection", |e| match e {
+        MeshEvent::Rejected { reason, .. } => Some(*reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, CloseReason::GenesisMismatch);
+    assert!(b.peers().await.unwrap().is_empty());
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_require_rejects_a_classical_peer() {
+    let (a, _ae) = start(Tokio, |b| {
+        b.listen("tcp://127.0.0.1:0").pq(PqPolicy::Require)
+    })
+    .await;
+    let seed = a.local_addrs()[0].to_string();
+    let (b, mut be) = start(Tokio, |x| x.seed(seed).pq(PqPolicy::Off)).await;
+    let reason = expect(&mut be, "policy close", |e| match e {
+        MeshEvent::PeerDown { reason, .. } | MeshEvent::Rejected { reason, .. } => Some(*reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, CloseReason::PolicyViolation);
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_seed_is_reported_down_and_redialed_when_it_returns() {
+    let identity = Identity::generate(&mut Rng::from_seed([5; 32])).to_secret_bytes();
+    let (a, mut ae) = start(Tokio, |b| {
+        b.listen("tcp://127.0.0.1:0")
+            .identity(Identity::from_secret_bytes(&identity))
+    })
+    .await;
+    let addr = a.local_addrs()[0].to_string();
+    let (b, mut be) = start(Tokio, |x| {
+        x.seed(addr.clone())
+            .configure(|c| c.redial_max = Duration::from_millis(500))
+    })
+    .await;
+    let a_id = peer_up(&mut be).await.0;
+    // The XX initiator is up once it wrote its last message; wait until `a` read it.
+    peer_up(&mut ae).await;
+    a.shutdown().await;
+    assert_eq!(peer_down(&mut be, a_id).await, CloseReason::Normal);
+    // The seed comes back on the same address: b dials it again by itself.
+    let (a2, _) = start(Tokio, |x| {
+        x.listen(addr)
+            .identity(Identity::from_secret_bytes(&identity))
+    })
+    .await;
+    assert_eq!(peer_up(&mut be).await.0, a_id);
+    b.send(a_id, Bytes::from_static(b"welcome back"))
+        .await
+        .unwrap();
+    b.shutdown().await;
+    a2.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_socket_dies_is_reported_down() {
+    // b reaches a through a forwarder that we then kill: no Close frame, just a dead socket.
+    let (a, mut ae) = start(Tokio, |b| b.listen("tcp://127.0.0.1:0")).await;
+    let target = a.local_addrs()[0].host_port().to_owned();
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = format!("tcp://{}", proxy.local_addr().unwrap());
+    let forwarder = tokio::spawn(async move {
+        let (mut inbound, _) = proxy.accept().await.unwrap();
+        let mut outbound = tokio::net::TcpStream::connect(target).await.unwrap();
+        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+    });
+    let (b, mut be) = start(Tokio, |x| x.seed(proxy_addr)).await;
+    peer_up(&mut ae).await;
+    peer_up(&mut be).await;
+    forwarder.abort();
+    assert_eq!(
+        peer_down(&mut ae, b.node_id()).await,
+        CloseReason::ConnectionLost
+    );
+    assert_eq!(
+        peer_down(&mut be, a.node_id()).await,
+        CloseReason::ConnectionLost
+    );
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_are_dropped_and_others_still_served() {
+    let (a, mut ae) = start(Tokio, |b| {
+        b.listen("tcp://127.0.0.1:0")
+            .configure(|c| c.link.handshake_timeout = Duration::from_millis(500))
+    })
+    .await;
+    let host = a.local_addrs()[0].host_port().to_owned();
+    // Garbage: rejected at once with a reason.
+    let mut garbage = tokio::net::TcpStream::connect(&host).await.unwrap();
+    garbage.write_all(b"\x00\x05GET /").await.unwrap();
+    let reason = expect(&mut ae, "garbage rejected", |e| match e {
+        MeshEvent::Rejected { reason, .. } => Some(*reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, CloseReason::UnsupportedVersion);
+    let mut sink = Vec::new();
+    let closed = timeout(WAIT, garbage.read_to_end(&mut sink)).await;
+    assert!(closed.is_ok(), "the server closed the garbage connection");
+    // A huge claimed length and a client that stops mid-handshake: timed out.
+    let mut huge = tokio::net::TcpStream::connect(&host).await.unwrap();
+    huge.write_all(b"\xff\xff\x01\x01").await.unwrap();
+    let reason = expect(&mut ae, "stalled client timed out", |e| match e {
+        MeshEvent::Rejected { reason, .. } => Some(*reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, CloseReason::HandshakeTimeout);
+    // Meanwhile a real peer is served normally.
+    let (b, mut be) = start(Tokio, |x| x.seed(format!("tcp://{host}"))).await;
+    peer_up(&mut be).await;
+    b.send(a.node_id(), Bytes::from_static(b"still here"))
+        .await
+        .unwrap();
+    b.shutdown().await;
+    a.shutdown().await;
+}
