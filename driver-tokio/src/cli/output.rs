@@ -1,0 +1,88 @@
+//! Event lines for `weft-mesh node`: human-readable, or one JSON object per line.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::{json, Value};
+use weft_mesh::NodeId;
+use weft_mesh_tokio::{Addr, MeshEvent};
+
+/// Where `node` writes what happens.
+pub struct Output {
+    json: bool,
+}
+
+impl Output {
+    pub fn new(json: bool) -> Self {
+        Output { json }
+    }
+
+    fn emit(&self, value: Value, human: String) {
+        let mut out = std::io::stdout().lock();
+        let _ = if self.json {
+            writeln!(out, "{value}")
+        } else {
+            writeln!(out, "{human}")
+        };
+        let _ = out.flush();
+    }
+
+    pub fn started(&self, node: NodeId, created: Option<&Path>) {
+        let note = created
+            .map(|p| format!(" (new identity written to {})", p.display()))
+            .unwrap_or_default();
+        self.emit(
+            json!({"event": "started", "node": node.to_string()}),
+            format!("node {node}{note}"),
+        );
+    }
+
+    pub fn listening(&self, addr: &Addr) {
+        self.emit(
+            json!({"event": "listening", "addr": addr.to_string()}),
+            format!("listening on {addr}"),
+        );
+    }
+
+    pub fn stopped(&self) {
+        self.emit(json!({"event": "stopped"}), "stopped".into());
+    }
+
+    pub fn event(&self, event: &MeshEvent) {
+        let (value, human) = match event {
+            MeshEvent::PeerUp { node, addr, hybrid } => (
+                json!({"event": "peer_up", "node": node.to_string(), "addr": addr, "hybrid": hybrid}),
+                format!(
+                    "peer up    {} at {} ({})",
+                    node.short(),
+                    addr.as_deref().unwrap_or("?"),
+                    if *hybrid {
+                        "hybrid X25519+ML-KEM-768"
+                    } else {
+                        "classical X25519"
+                    }
+                ),
+            ),
+            MeshEvent::PeerDown { node, reason } => (
+                json!({"event": "peer_down", "node": node.to_string(), "reason": reason.name()}),
+                format!("peer down  {} ({reason})", node.short()),
+            ),
+            MeshEvent::Message { from, data } => {
+                let text = String::from_utf8_lossy(data);
+                (
+                    json!({"event": "message", "from": from.to_string(), "data": text, "data_hex": hex::encode(data)}),
+                    format!("message    from {}: {text}", from.short()),
+                )
+            }
+            MeshEvent::Rejected { addr, reason } => (
+                json!({"event": "rejected", "addr": addr, "reason": reason.name()}),
+                format!("rejected   {} ({reason})", addr.as_deref().unwrap_or("?")),
+            ),
+            other => (
+                json!({"event": "other", "debug": format!("{other:?}")}),
+                format!("{other:?}"),
+            ),
+        };
+        self.emit(value, human);
+    }
+}
