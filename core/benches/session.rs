@@ -37,9 +37,9 @@ use ml_kem::{MlKem768, Seed};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng as _, SeedableRng};
 use sha2::{Digest, Sha256};
-use snow::params::{CipherChoice, DHChoice, HashChoice};
+use snow::params::{CipherChoice, HashChoice};
 use snow::resolvers::{CryptoResolver, DefaultResolver};
-use snow::types::{Cipher, Dh, Hash, Random};
+use snow::types::{Cipher, Hash};
 
 use weft_mesh::frame::FrameType;
 use weft_mesh::handshake::{Hello, PqPolicy, Remote, PROOF_LABEL};
@@ -474,11 +474,11 @@ impl<'a> Rounds<'a> {
 /// A primitive operation a handshake performs, with the size it works on.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum Prim {
-    /// X25519 fixed-base multiplication as snow does it (keygen, or a public key from a
-    /// secret).
+    /// X25519 fixed-base multiplication as the core's resolver does it (x25519-dalek 3
+    /// with precomputed tables): the ephemeral key.
     X25519Keygen,
-    /// X25519 as snow does it for `ee`, `es`, `se`, `ss` (the core's all-zero check, a
-    /// 32-byte constant-time compare, is left out).
+    /// X25519 for `ee`, `es`, `se`, `ss` as the core's resolver does it (x25519-dalek 3;
+    /// the all-zero check, a 32-byte constant-time compare, is left out).
     X25519Dh,
     /// Noise MixHash of this many bytes: `h = SHA-256(h || data)`.
     MixHash(usize),
@@ -518,21 +518,6 @@ struct Primitives {
     rng: ChaCha20Rng,
 }
 
-struct SnowRandom(ChaCha20Rng);
-
-impl Random for SnowRandom {
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
-        self.0.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-fn snow_dh() -> Box<dyn Dh> {
-    DefaultResolver
-        .resolve_dh(&DHChoice::Curve25519)
-        .expect("snow resolves X25519")
-}
-
 fn snow_hash() -> Box<dyn Hash> {
     DefaultResolver
         .resolve_hash(&HashChoice::SHA256)
@@ -550,24 +535,21 @@ impl Primitives {
     fn op(&mut self, prim: Prim) -> Box<dyn FnMut()> {
         match prim {
             Prim::X25519Keygen => {
-                let mut dh = snow_dh();
-                let mut rng = SnowRandom(ChaCha20Rng::from_seed(self.array()));
+                let mut rng = ChaCha20Rng::from_seed(self.array());
                 Box::new(move || {
-                    dh.generate(&mut rng).expect("rng");
-                    black_box(dh.pubkey());
+                    let mut secret = [0u8; 32];
+                    rng.fill_bytes(&mut secret);
+                    let secret = x25519_dalek::StaticSecret::from(secret);
+                    black_box(x25519_dalek::PublicKey::from(&secret));
                 })
             }
             Prim::X25519Dh => {
-                let mut ours = snow_dh();
-                let mut theirs = snow_dh();
-                let mut rng = SnowRandom(ChaCha20Rng::from_seed(self.array()));
-                ours.generate(&mut rng).expect("rng");
-                theirs.generate(&mut rng).expect("rng");
-                let their_pub = theirs.pubkey().to_vec();
-                let mut out = [0u8; 32];
+                let ours = self.array();
+                let theirs =
+                    x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(self.array()))
+                        .to_bytes();
                 Box::new(move || {
-                    ours.dh(black_box(&their_pub), &mut out).expect("dh");
-                    black_box(&out);
+                    black_box(x25519_dalek::x25519(black_box(ours), black_box(theirs)));
                 })
             }
             Prim::Dalek3Keygen => {
@@ -775,9 +757,7 @@ struct Op {
 /// AEAD (h as AD)          XX: 4 encrypt + 4 decrypt in all: s and payload of msgs 2 and 3
 ///                         IK: 3 encrypt + 3 decrypt in all: s and payload of msg 1, payload of msg 2
 /// Split (HKDF, 2 out)     1, the core's dangerously_get_raw_split
-/// redundant:              +1 X25519 fixed-base mult: snow's Builder::local_private_key
-///                            re-derives the static public key the Identity already holds;
-///                         +1 Split: snow splits by itself after the last message, then
+/// redundant:              +1 Split: snow splits by itself after the last message, then
 ///                            the core asks for the raw split again.
 /// ```
 ///
@@ -835,12 +815,8 @@ fn handshake_ops(pattern: Pat, wire: &[Wire]) -> Vec<Op> {
         redundant: false,
     };
     let mut ops = vec![
-        op(
-            "X25519 keygen, ephemeral (snow)".into(),
-            Prim::X25519Keygen,
-            2,
-        ),
-        op("X25519 DH (snow)".into(), Prim::X25519Dh, 2 * dh),
+        op("X25519 keygen, ephemeral".into(), Prim::X25519Keygen, 2),
+        op("X25519 DH".into(), Prim::X25519Dh, 2 * dh),
     ];
     // Equal sizes fold into one line each.
     let mut hash_counts: Vec<(usize, usize)> = Vec::new();
@@ -895,12 +871,6 @@ fn handshake_ops(pattern: Pat, wire: &[Wire]) -> Vec<Op> {
             1,
         ));
     }
-    ops.push(Op {
-        what: "X25519 static pubkey re-derived (snow)".into(),
-        prim: Prim::X25519Keygen,
-        count: 2,
-        redundant: true,
-    });
     ops.push(Op {
         what: "Noise Split again (snow's own)".into(),
         prim: Prim::Split,
@@ -1104,12 +1074,6 @@ fn print_record_layer(mode: &Mode, peers: &mut Peers) {
 fn print_handshakes(mode: &Mode, peers: &mut Peers) {
     let (figures, dalek3_keygen, dalek3_dh) = handshakes(mode, peers);
     let (xx, ik) = (&figures[0], &figures[1]);
-    let snow_cost = |prim: Prim| {
-        xx.ops
-            .iter()
-            .find(|(o, _)| o.prim == prim)
-            .map_or(0.0, |(_, ns)| *ns)
-    };
 
     println!();
     println!("2. Hybrid handshake (PqPolicy::Prefer), both sides in one thread, vs its primitives");
@@ -1153,11 +1117,9 @@ fn print_handshakes(mode: &Mode, peers: &mut Peers) {
         );
     }
     println!(
-        "   reference, not summed: x25519-dalek 3 keygen {:.2} us, DH {:.2} us (snow: {:.2} us, {:.2} us)",
+        "   reference, not summed: x25519-dalek 3 keygen {:.2} us, DH {:.2} us (separate runs of the rows above)",
         dalek3_keygen / 1e3,
         dalek3_dh / 1e3,
-        snow_cost(Prim::X25519Keygen) / 1e3,
-        snow_cost(Prim::X25519Dh) / 1e3,
     );
     println!();
     println!(

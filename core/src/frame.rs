@@ -227,7 +227,14 @@ pub fn encode(frame_type: FrameType, payload: &[u8], out: &mut Vec<u8>) {
 pub struct FrameDecoder {
     partial: Vec<u8>,
     max_len: u32,
+    skip_unknown: bool,
     failed: Option<FrameError>,
+}
+
+/// One length-delimited unit: a frame, or one of an unknown type being skipped.
+struct Unit {
+    payload_len: usize,
+    header: Option<Header>,
 }
 
 impl Default for FrameDecoder {
@@ -247,8 +254,16 @@ impl FrameDecoder {
         FrameDecoder {
             partial: Vec::new(),
             max_len: max_len.min(MAX_FRAME_LEN),
+            skip_unknown: false,
             failed: None,
         }
+    }
+
+    /// Skip frames of unknown types (length still checked) instead of failing, so a
+    /// peer of a later version can send types this one does not know.
+    pub fn skip_unknown_types(mut self) -> Self {
+        self.skip_unknown = true;
+        self
     }
 
     /// Bytes held from an incomplete frame.
@@ -283,32 +298,32 @@ impl FrameDecoder {
             if !self.fill_partial(input)? {
                 return Ok(());
             }
-            let header = self.header_of_partial()?;
-            on_frame(Frame {
-                frame_type: header.frame_type,
-                more: header.more,
-                payload: &self.partial[HEADER_LEN..],
-            });
+            if let Some(header) = self.header_of_partial()?.header {
+                on_frame(Frame {
+                    frame_type: header.frame_type,
+                    more: header.more,
+                    payload: &self.partial[HEADER_LEN..],
+                });
+            }
             self.partial.clear();
             if self.partial.capacity() > 64 * 1024 {
                 self.partial = Vec::new();
             }
         }
         while input.len() >= HEADER_LEN {
-            let header = Header::parse(
-                input[..HEADER_LEN].try_into().unwrap_or(&[0; 5]),
-                self.max_len,
-            )?;
-            let total = HEADER_LEN + header.payload_len;
+            let unit = self.unit(input[..HEADER_LEN].try_into().unwrap_or(&[0; 5]))?;
+            let total = HEADER_LEN + unit.payload_len;
             if input.len() < total {
                 break;
             }
             let (frame, rest) = input.split_at(total);
-            on_frame(Frame {
-                frame_type: header.frame_type,
-                more: header.more,
-                payload: &frame[HEADER_LEN..],
-            });
+            if let Some(header) = unit.header {
+                on_frame(Frame {
+                    frame_type: header.frame_type,
+                    more: header.more,
+                    payload: &frame[HEADER_LEN..],
+                });
+            }
             *input = rest;
         }
         self.partial.extend_from_slice(input);
@@ -335,10 +350,29 @@ impl FrameDecoder {
         Ok(self.partial.len() == total)
     }
 
-    fn header_of_partial(&self) -> Result<Header, FrameError> {
+    fn header_of_partial(&self) -> Result<Unit, FrameError> {
         let mut header = [0u8; HEADER_LEN];
         header.copy_from_slice(&self.partial[..HEADER_LEN]);
-        Header::parse(&header, self.max_len)
+        self.unit(&header)
+    }
+
+    /// Check a header: the unit's payload length, and its header unless it is of an
+    /// unknown type that this decoder skips.
+    fn unit(&self, bytes: &[u8; HEADER_LEN]) -> Result<Unit, FrameError> {
+        match Header::parse(bytes, self.max_len) {
+            Ok(h) => Ok(Unit {
+                payload_len: h.payload_len,
+                header: Some(h),
+            }),
+            Err(FrameError::UnknownType(_)) if self.skip_unknown => {
+                let len = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+                Ok(Unit {
+                    payload_len: len as usize - 1,
+                    header: None,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -412,6 +446,26 @@ mod tests {
         }
         let bytes: Vec<&[u8]> = wire.chunks(1).collect();
         assert_eq!(decode_all(&bytes).unwrap(), whole);
+    }
+
+    #[test]
+    fn unknown_types_can_be_skipped_whole_or_split() {
+        let mut wire = Vec::new();
+        encode(FrameType::Message, b"a", &mut wire);
+        wire.extend_from_slice(&[0, 0, 0, 4, 0x7e, 1, 2, 3]);
+        encode(FrameType::Message, b"b", &mut wire);
+        for cut in 0..wire.len() {
+            let mut dec = FrameDecoder::new().skip_unknown_types();
+            let mut got = Vec::new();
+            for part in [&wire[..cut], &wire[cut..]] {
+                dec.feed(part, |f| got.push(f.payload.to_vec())).unwrap();
+            }
+            assert_eq!(got, [b"a".to_vec(), b"b".to_vec()], "cut {cut}");
+        }
+        assert!(
+            FrameDecoder::new().feed(&wire, |_| {}).is_err(),
+            "strict by default"
+        );
     }
 
     #[test]

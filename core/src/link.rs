@@ -306,9 +306,10 @@ impl Link {
             return;
         }
         self.stats.bytes_received += input.len() as u64;
-        self.last_recv = now;
         self.rx.extend_from_slice(input);
         while let Some(body) = self.next_body() {
+            // Only whole messages count as life: a peer trickling bytes stays idle.
+            self.last_recv = now;
             if let Err(reason) = self.handle_body(now, body) {
                 self.fail(reason);
             }

@@ -49,7 +49,7 @@ pub enum CloseReason {
     UnexpectedFrame,
     /// Fragments in reassembly exceeded the link's budget.
     ReassemblyBudget,
-    /// A transport message was empty or too short to be a record.
+    /// A transport message had a zero length.
     MalformedRecord,
     /// Nothing was received for longer than the idle timeout.
     IdleTimeout,

@@ -13,17 +13,31 @@ use crate::Rng;
 /// Resolves snow's primitives; every handshake gets its own, seeded from the link's RNG.
 pub(crate) struct SeededResolver {
     seed: [u8; 32],
+    /// Our static key pair, so its public half is not derived again per handshake.
+    known: Option<([u8; 32], [u8; 32])>,
 }
 
 impl SeededResolver {
     pub(crate) fn new(rng: &mut Rng) -> Self {
-        SeededResolver { seed: rng.array() }
+        SeededResolver {
+            seed: rng.array(),
+            known: None,
+        }
+    }
+
+    /// Also remember our static key pair (secret, public).
+    pub(crate) fn with_static(mut self, secret: &[u8; 32], public: &[u8; 32]) -> Self {
+        self.known = Some((*secret, *public));
+        self
     }
 }
 
 impl Drop for SeededResolver {
     fn drop(&mut self) {
         zeroize::Zeroize::zeroize(&mut self.seed);
+        if let Some((secret, _)) = &mut self.known {
+            zeroize::Zeroize::zeroize(secret);
+        }
     }
 }
 
@@ -42,9 +56,13 @@ impl CryptoResolver for SeededResolver {
     }
 
     fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
-        DefaultResolver
-            .resolve_dh(choice)
-            .map(|inner| Box::new(NonZeroDh(inner)) as Box<dyn Dh>)
+        match choice {
+            DHChoice::Curve25519 => Some(Box::new(X25519 {
+                known: self.known,
+                ..X25519::default()
+            })),
+            _ => None,
+        }
     }
 
     fn resolve_hash(&self, choice: &HashChoice) -> Option<Box<dyn Hash>> {
@@ -64,42 +82,69 @@ impl CryptoResolver for SeededResolver {
     }
 }
 
-/// X25519 that fails on an all-zero shared secret (the peer sent a small-order point).
-struct NonZeroDh(Box<dyn Dh>);
+/// X25519 on x25519-dalek (fixed-base multiplication with precomputed tables) that
+/// fails on an all-zero shared secret, i.e. a small-order peer key.
+#[derive(Default)]
+struct X25519 {
+    secret: [u8; 32],
+    public: [u8; 32],
+    known: Option<([u8; 32], [u8; 32])>,
+}
 
-impl Dh for NonZeroDh {
+impl Drop for X25519 {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret);
+        if let Some((secret, _)) = &mut self.known {
+            zeroize::Zeroize::zeroize(secret);
+        }
+    }
+}
+
+impl Dh for X25519 {
     fn name(&self) -> &'static str {
-        self.0.name()
+        "25519"
     }
     fn pub_len(&self) -> usize {
-        self.0.pub_len()
+        32
     }
     fn priv_len(&self) -> usize {
-        self.0.priv_len()
+        32
     }
     fn set(&mut self, privkey: &[u8]) {
-        self.0.set(privkey);
+        let n = privkey.len().min(32);
+        self.secret = [0; 32];
+        self.secret[..n].copy_from_slice(&privkey[..n]);
+        self.public = match self.known {
+            Some((secret, public)) if bool::from(secret.ct_eq(&self.secret)) => public,
+            _ => x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(self.secret))
+                .to_bytes(),
+        };
     }
     fn generate(&mut self, rng: &mut dyn Random) -> Result<(), snow::Error> {
-        self.0.generate(rng)
-    }
-    fn pubkey(&self) -> &[u8] {
-        self.0.pubkey()
-    }
-    fn privkey(&self) -> &[u8] {
-        self.0.privkey()
-    }
-    fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
-        self.0.dh(pubkey, out)?;
-        let len = self.0.dh_len().min(out.len());
-        let zero = [0u8; 32];
-        if out[..len].ct_eq(&zero[..len]).into() {
-            return Err(snow::Error::Dh);
-        }
+        let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+        rng.try_fill_bytes(&mut secret[..])?;
+        self.set(&secret[..]);
         Ok(())
     }
-    fn dh_len(&self) -> usize {
-        self.0.dh_len()
+    fn pubkey(&self) -> &[u8] {
+        &self.public
+    }
+    fn privkey(&self) -> &[u8] {
+        &self.secret
+    }
+    fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
+        let peer: [u8; 32] = pubkey
+            .get(..32)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(snow::Error::Dh)?;
+        let shared = zeroize::Zeroizing::new(x25519_dalek::x25519(self.secret, peer));
+        if bool::from(shared.ct_eq(&[0u8; 32])) {
+            return Err(snow::Error::Dh);
+        }
+        out.get_mut(..32)
+            .ok_or(snow::Error::Dh)?
+            .copy_from_slice(&shared[..]);
+        Ok(())
     }
 }
 

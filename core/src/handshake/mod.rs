@@ -195,7 +195,9 @@ fn build(
         .parse()
         .expect("static Noise protocol names parse");
     let prologue = pattern.prologue();
-    let resolver = alloc::boxed::Box::new(crypto::SeededResolver::new(rng));
+    let resolver = crypto::SeededResolver::new(rng)
+        .with_static(identity.static_secret(), &identity.public().static_key);
+    let resolver = alloc::boxed::Box::new(resolver);
     let mut builder = snow::Builder::with_resolver(params, resolver)
         .prologue(&prologue)
         .and_then(|b| b.local_private_key(identity.static_secret()))

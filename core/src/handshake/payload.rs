@@ -73,7 +73,7 @@ fn finish(e: Enc) -> Vec<u8> {
 const VEC_WRITE: &str = "writing CBOR to a Vec is infallible";
 
 impl Hello {
-    /// The CBOR encoding (PROTOCOL.md §4.3).
+    /// The CBOR encoding (PROTOCOL.md §4.5).
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Encoder::new(Vec::with_capacity(128));
         e.map(7).expect(VEC_WRITE);
@@ -101,7 +101,7 @@ impl Hello {
         finish(e)
     }
 
-    /// Decode a hello (PROTOCOL.md §4.3); unknown keys are skipped.
+    /// Decode a hello (PROTOCOL.md §4.5); unknown keys are skipped.
     pub fn decode(bytes: &[u8]) -> Result<Hello, Malformed> {
         let (mut node_id, mut genesis) = (None, None);
         let mut hello = Hello {

@@ -1,4 +1,4 @@
-//! Acknowledged messages over a direct link (Message frames, PROTOCOL.md §9):
+//! Acknowledged messages over a direct link (Message frames, PROTOCOL.md §12):
 //! `[0x00][u64 BE id][data]` carries data, `[0x01][u64 BE id]` acknowledges it.
 
 use alloc::collections::BTreeMap;

@@ -206,7 +206,7 @@ impl Session {
         let mut closed = false;
         let mut rekey = false;
         let reassembly = &mut self.reassembly;
-        let mut decoder = FrameDecoder::with_max_len(MAX_PLAINTEXT as u32);
+        let mut decoder = FrameDecoder::with_max_len(MAX_PLAINTEXT as u32).skip_unknown_types();
         let fed = decoder.feed(&record, |f| {
             if failure.is_some() || closed {
                 return;
@@ -251,5 +251,37 @@ impl Session {
             self.stats.rekeys_received += 1;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    #[test]
+    fn frames_of_unknown_types_are_skipped() {
+        let key = [9u8; 32];
+        let mut tx = CipherState::new(&key);
+        let mut rx = Session::new(&[1; 32], &key, RecordConfig::default(), Instant::ZERO);
+        let mut plain = Vec::new();
+        crate::frame::encode(FrameType::Message, b"before", &mut plain);
+        plain.extend_from_slice(&[0, 0, 0, 3, 0x55, 0xaa, 0xbb]); // type 0x55: from the future
+        plain.extend_from_slice(&[0, 0, 0, 2, 0xd5, 0xcc]); // ... fragmented
+        crate::frame::encode(FrameType::Message, b"after", &mut plain);
+        let len = plain.len();
+        plain.resize(len + TAG_LEN, 0);
+        let n = tx.seal(&mut plain, len).unwrap();
+        let mut got = Vec::new();
+        rx.open(BytesMut::from(&plain[..n]), &mut |i| {
+            if let Inbound::Frame(_, p) = i {
+                got.push(p)
+            }
+        })
+        .unwrap();
+        assert_eq!(
+            got,
+            [Bytes::from_static(b"before"), Bytes::from_static(b"after")]
+        );
     }
 }
