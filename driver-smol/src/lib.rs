@@ -1,14 +1,17 @@
 //! weft-mesh on smol: TCP (`tcp://host:port`) and WebSocket (`ws://host:port/path`,
 //! via async-tungstenite) transports, and the [`Mesh`] handle.
 //!
-//! ```no_run
-//! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use weft_mesh_smol::{Mesh, MeshEvent};
+//!
 //! smol::block_on(async {
-//!     let a = weft_mesh_smol::Mesh::builder().listen("ws://127.0.0.1:0/mesh").start().await?;
-//!     let b = weft_mesh_smol::Mesh::builder().seed(a.local_addrs()[0].to_string()).start().await?;
-//!     let mut events = a.subscribe().await?;
+//!     let mut a = Mesh::builder().listen("ws://127.0.0.1:0/mesh");
+//!     let mut events = a.subscribe();
+//!     let a = a.start().await?;
+//!     let b = Mesh::builder().seed(a.local_addrs()[0].to_string()).start().await?;
 //!     while let Some(event) = events.next().await {
-//!         if let weft_mesh_smol::MeshEvent::PeerUp { .. } = event {
+//!         if let MeshEvent::PeerUp { .. } = event {
 //!             b.send(a.node_id(), &b"hello"[..]).await?;
 //!             break;
 //!         }

@@ -1,18 +1,19 @@
 //! weft-mesh on tokio: TCP (`tcp://host:port`) and WebSocket (`ws://host:port/path`,
 //! via tokio-tungstenite) transports, and the [`Mesh`] handle.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! ```
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use weft_mesh_tokio::{Mesh, MeshEvent};
 //!
-//! let a = Mesh::builder().listen("tcp://127.0.0.1:0").start().await?;
+//! let mut a = Mesh::builder().listen("tcp://127.0.0.1:0");
+//! let mut events = a.subscribe();
+//! let a = a.start().await?;
 //! let b = Mesh::builder().seed(a.local_addrs()[0].to_string()).start().await?;
-//! let mut events = a.subscribe().await?;
 //! while let Some(event) = events.next().await {
 //!     if let MeshEvent::PeerUp { node, hybrid, .. } = event {
-//!         assert!(hybrid);
+//!         assert!(hybrid && node == b.node_id());
 //!         b.send(a.node_id(), &b"hello"[..]).await?; // returns once `a` acknowledged it
-//!         let _ = node;
 //!         break;
 //!     }
 //! }
@@ -119,3 +120,8 @@ fn upgrade(stream: TcpStream, peer: String, addr: Addr) -> Incoming {
         }
     })
 }
+
+/// The README's examples, compiled as doctests so they stay true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
