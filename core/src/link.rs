@@ -23,7 +23,7 @@ use core::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::frame::{FrameType, MAX_PAYLOAD_LEN};
-use crate::handshake::{Handshake, HandshakeConfig, Pattern, PeerInfo, Remote};
+use crate::handshake::{Confirmation, Handshake, HandshakeConfig, Pattern, PeerInfo, Remote};
 use crate::record::{Inbound, RecordConfig, RecordStats, Session, LEN_PREFIX, MAX_RECORD};
 use crate::{CloseReason, Identity, Instant, Rng};
 
@@ -148,6 +148,8 @@ pub struct Link {
     peer: Option<PeerInfo>,
     /// IK responder: the peer, until its first record confirms it holds the keys.
     unconfirmed: Option<PeerInfo>,
+    /// IK responder: the check of the proof expected as that record's first frame.
+    confirmation: Option<Confirmation>,
     started: Instant,
     now: Instant,
     last_recv: Instant,
@@ -205,6 +207,7 @@ impl Link {
             events: VecDeque::new(),
             peer: None,
             unconfirmed: None,
+            confirmation: None,
             started: now,
             now,
             last_recv: now,
@@ -344,18 +347,45 @@ impl Link {
                 let events = &mut self.events;
                 let first_new_event = events.len();
                 let mut peer_closed = None;
+                let mut unexpected = false;
+                // IK responder: the first frame must be the initiator's identity proof.
+                let mut proof: Option<Option<Bytes>> = self.confirmation.is_some().then_some(None);
                 session.open(body, &mut |inbound| match inbound {
-                    Inbound::Frame(FrameType::Heartbeat, payload) if payload.is_empty() => {}
-                    Inbound::Frame(frame_type, payload) => events.push_back(LinkEvent::Frame {
-                        frame_type,
-                        payload,
-                    }),
                     Inbound::Close(reason) => peer_closed = Some(reason),
+                    Inbound::Frame(FrameType::Handshake, payload) if proof == Some(None) => {
+                        proof = Some(Some(payload));
+                    }
+                    _ if proof == Some(None) => unexpected = true,
+                    Inbound::Frame(FrameType::Handshake, _) => unexpected = true,
+                    Inbound::Frame(FrameType::Heartbeat, payload) if payload.is_empty() => {}
+                    Inbound::Frame(frame_type, payload) => {
+                        events.push_back(LinkEvent::Frame {
+                            frame_type,
+                            payload,
+                        });
+                    }
                 })?;
-                if let Some(peer) = self.unconfirmed.take() {
-                    self.peer = Some(peer.clone());
-                    self.events
-                        .insert(first_new_event, LinkEvent::Established(Box::new(peer)));
+                // Nothing from this record counts until the proof (if due) verifies.
+                let verified = match (&self.confirmation, &proof) {
+                    (Some(confirmation), Some(Some(p))) => Some(confirmation.verify(p)),
+                    _ => None,
+                };
+                let outcome = if unexpected {
+                    Err(CloseReason::UnexpectedFrame)
+                } else {
+                    verified.unwrap_or(Ok(()))
+                };
+                if let Err(reason) = outcome {
+                    self.events.truncate(first_new_event);
+                    return Err(reason);
+                }
+                if matches!(proof, Some(Some(_))) {
+                    self.confirmation = None;
+                    if let Some(peer) = self.unconfirmed.take() {
+                        self.peer = Some(peer.clone());
+                        self.events
+                            .insert(first_new_event, LinkEvent::Established(Box::new(peer)));
+                    }
                 }
                 if let Some(reason) = peer_closed {
                     self.report_close(reason, true);
@@ -398,12 +428,15 @@ impl Link {
                     // one at once.
                     (None, Some(peer)) if peer.pattern == Pattern::IK && !peer.initiator => {
                         self.unconfirmed = Some(peer);
+                        self.confirmation = done.confirmation;
                     }
                     (None, Some(peer)) => {
-                        if let (Pattern::IK, State::Established(session)) =
-                            (peer.pattern, &mut self.state)
+                        if let (Some(proof), State::Established(session)) =
+                            (done.proof, &mut self.state)
                         {
-                            session.queue().push(FrameType::Heartbeat, Bytes::new());
+                            session
+                                .queue()
+                                .push(FrameType::Handshake, Bytes::copy_from_slice(&proof));
                         }
                         self.peer = Some(peer.clone());
                         self.events

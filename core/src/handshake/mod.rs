@@ -151,6 +151,33 @@ pub(crate) struct Finished {
     pub peer: Option<PeerInfo>,
     /// A rejection the responder deferred so it could send the reason encrypted.
     pub deferred_reject: Option<CloseReason>,
+    /// IK initiator: its identity proof over the final handshake hash, to send as the
+    /// first frame of its first record.
+    pub proof: Option<[u8; 64]>,
+    /// IK responder: what the initiator's proof must verify against.
+    pub confirmation: Option<Confirmation>,
+}
+
+/// The IK responder's pending check of the initiator's identity proof, which arrives in
+/// the initiator's first record because only then can it cover the whole handshake.
+pub(crate) struct Confirmation {
+    signing_key: [u8; 32],
+    static_key: [u8; 32],
+    hello: Vec<u8>,
+    handshake_hash: [u8; 32],
+}
+
+impl Confirmation {
+    /// Check the proof frame's payload (the 64-byte signature).
+    pub(crate) fn verify(&self, proof: &[u8]) -> Result<(), CloseReason> {
+        let signature: &[u8; 64] = proof.try_into().map_err(|_| CloseReason::MalformedFrame)?;
+        let message = proof_message(b'I', &self.handshake_hash, &self.static_key, &self.hello);
+        if verify_strict(&self.signing_key, &message, signature) {
+            Ok(())
+        } else {
+            Err(CloseReason::BadSignature)
+        }
+    }
 }
 
 /// One side of a handshake in progress.
@@ -168,6 +195,9 @@ pub struct Handshake {
     shared: Option<Zeroizing<[u8; 32]>>,
     peer: Option<(PublicIdentity, Hello)>,
     deferred: Option<CloseReason>,
+    /// IK: the initiator's hello bytes (ours as initiator, theirs as responder), which
+    /// the proof in the first record signs.
+    ik_hello: Option<Vec<u8>>,
     /// Test hook: rewrites our CBOR payload before it is framed and encrypted.
     #[cfg(test)]
     tamper: Option<fn(&mut Vec<u8>)>,
@@ -244,6 +274,7 @@ impl Handshake {
             shared: None,
             peer: None,
             deferred: None,
+            ik_hello: None,
             #[cfg(test)]
             tamper: None,
         }
@@ -265,6 +296,7 @@ impl Handshake {
             shared: None,
             peer: None,
             deferred: None,
+            ik_hello: None,
             #[cfg(test)]
             tamper: None,
         }
@@ -299,8 +331,21 @@ impl Handshake {
                 .encode()
             }
             (Pattern::IK, true, 0) => {
+                // Unsigned: h here would be the same for every IK dial to this responder,
+                // so the proof follows in the first record, over the final hash.
                 let ek = self.kem.as_ref().map(KemKeypair::encapsulation_key);
-                self.signed_payload(&h_prev, ek.as_deref(), None)
+                let hello = self.hello().encode();
+                let signing_key = self.identity.public().signing_key;
+                let payload = Payload {
+                    hello: &hello,
+                    signing_key,
+                    signature: None,
+                    ek: ek.as_deref(),
+                    ct: None,
+                };
+                let payload = payload.encode();
+                self.ik_hello = Some(hello);
+                payload
             }
             (_, false, 1) => {
                 let ct = self.encapsulate_for_peer();
@@ -383,19 +428,25 @@ impl Handshake {
                     self.accept_offer(p.ek)?;
                 }
                 let offered = self.peer_ek.is_some();
-                let checked =
-                    self.check_peer(&p, &h_prev, remote_static, b'I')
-                        .and_then(|(id, hello)| {
-                            if p.ct.is_some()
-                                || (index == 2 && p.ek.is_some())
-                                || hello.kem_supported != offered
-                            {
-                                return Err(CloseReason::InconsistentOffer);
-                            }
-                            Ok((id, hello))
-                        });
+                let signed = (index == 2).then_some((&h_prev, b'I'));
+                let checked = self
+                    .check_peer(&p, signed, remote_static)
+                    .and_then(|(id, hello)| {
+                        if p.ct.is_some()
+                            || (index == 2 && p.ek.is_some())
+                            || hello.kem_supported != offered
+                        {
+                            return Err(CloseReason::InconsistentOffer);
+                        }
+                        Ok((id, hello))
+                    });
                 match checked {
-                    Ok(peer) => self.peer = Some(peer),
+                    Ok(peer) => {
+                        if index == 0 {
+                            self.ik_hello = Some(p.hello.to_vec());
+                        }
+                        self.peer = Some(peer)
+                    }
                     Err(reason) if self.is_finished() || index == 0 => self.defer(reason),
                     Err(reason) => return Err(reason),
                 }
@@ -403,7 +454,7 @@ impl Handshake {
             }
             (_, true, 1) => {
                 let p = Payload::decode(payload).map_err(|_| CloseReason::MalformedHandshake)?;
-                let (id, hello) = self.check_peer(&p, &h_prev, remote_static, b'R')?;
+                let (id, hello) = self.check_peer(&p, Some((&h_prev, b'R')), remote_static)?;
                 if p.ek.is_some() || (p.ct.is_some() && !hello.kem_supported) {
                     return Err(CloseReason::InconsistentOffer);
                 }
@@ -457,11 +508,35 @@ impl Handshake {
         if peer.is_none() && deferred_reject.is_none() {
             return Err(CloseReason::MalformedHandshake);
         }
+        let (proof, confirmation) = match (self.pattern, self.initiator, &self.ik_hello) {
+            (Pattern::IK, true, Some(hello)) => {
+                let me = self.identity.public();
+                (
+                    Some(
+                        self.identity
+                            .sign(&proof_message(b'I', &h, &me.static_key, hello)),
+                    ),
+                    None,
+                )
+            }
+            (Pattern::IK, false, Some(hello)) => {
+                let confirmation = peer.as_ref().map(|p| Confirmation {
+                    signing_key: p.identity.signing_key,
+                    static_key: p.identity.static_key,
+                    hello: hello.clone(),
+                    handshake_hash: h,
+                });
+                (None, confirmation)
+            }
+            _ => (None, None),
+        };
         Ok(Finished {
             send_key,
             recv_key,
             peer,
             deferred_reject,
+            proof,
+            confirmation,
         })
     }
 
@@ -525,7 +600,7 @@ impl Handshake {
         Payload {
             hello: &hello,
             signing_key: me.signing_key,
-            signature,
+            signature: Some(signature),
             ek,
             ct,
         }
@@ -533,24 +608,28 @@ impl Handshake {
     }
 
     /// Check the peer's identity proof and hello; the KEM checks are the caller's.
+    /// `signed` is `(h before the message, sender's role)`, or `None` for the IK
+    /// initiator's first message, which must be unsigned (its proof comes later).
     fn check_peer(
         &self,
         p: &Payload<'_>,
-        h_prev: &[u8; 32],
+        signed: Option<(&[u8; 32], u8)>,
         remote_static: Option<[u8; 32]>,
-        role: u8,
     ) -> Result<(PublicIdentity, Hello), CloseReason> {
         let hello = Hello::decode(p.hello).map_err(|_| CloseReason::MalformedHandshake)?;
         let static_key = remote_static.ok_or(CloseReason::MalformedHandshake)?;
         if NodeId::derive(&p.signing_key) != hello.node_id {
             return Err(CloseReason::NodeIdMismatch);
         }
-        if !verify_strict(
-            &p.signing_key,
-            &proof_message(role, h_prev, &static_key, p.hello),
-            &p.signature,
-        ) {
-            return Err(CloseReason::BadSignature);
+        match (signed, &p.signature) {
+            (Some((h_prev, role)), Some(signature)) => {
+                let message = proof_message(role, h_prev, &static_key, p.hello);
+                if !verify_strict(&p.signing_key, &message, signature) {
+                    return Err(CloseReason::BadSignature);
+                }
+            }
+            (None, None) => {}
+            _ => return Err(CloseReason::MalformedHandshake),
         }
         if hello.node_id == self.identity.node_id() {
             return Err(CloseReason::OwnNodeId);

@@ -46,7 +46,9 @@ pub(crate) struct Payload<'a> {
     /// The encoded [`Hello`], exactly as signed.
     pub hello: &'a [u8],
     pub signing_key: [u8; 32],
-    pub signature: [u8; 64],
+    /// Absent only in the IK initiator's first message, whose proof follows in its
+    /// first record (signed over the final handshake hash).
+    pub signature: Option<[u8; 64]>,
     /// IK only: the initiator's ML-KEM encapsulation key.
     pub ek: Option<&'a [u8]>,
     /// Responder only: the ML-KEM ciphertext.
@@ -166,15 +168,18 @@ impl<'a> Payload<'a> {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let extra = self.ek.map_or(0, <[u8]>::len) + self.ct.map_or(0, <[u8]>::len);
         let mut e = Encoder::new(Vec::with_capacity(self.hello.len() + extra + 128));
-        let n = 3 + u64::from(self.ek.is_some()) + u64::from(self.ct.is_some());
+        let n = 2
+            + u64::from(self.signature.is_some())
+            + u64::from(self.ek.is_some())
+            + u64::from(self.ct.is_some());
         e.map(n).expect(VEC_WRITE);
         e.u8(0).and_then(|e| e.bytes(self.hello)).expect(VEC_WRITE);
         e.u8(1)
             .and_then(|e| e.bytes(&self.signing_key))
             .expect(VEC_WRITE);
-        e.u8(2)
-            .and_then(|e| e.bytes(&self.signature))
-            .expect(VEC_WRITE);
+        if let Some(signature) = &self.signature {
+            e.u8(2).and_then(|e| e.bytes(signature)).expect(VEC_WRITE);
+        }
         if let Some(ek) = self.ek {
             e.u8(3).and_then(|e| e.bytes(ek)).expect(VEC_WRITE);
         }
@@ -200,7 +205,7 @@ impl<'a> Payload<'a> {
         Ok(Payload {
             hello: hello.ok_or(Malformed)?,
             signing_key: key.ok_or(Malformed)?,
-            signature: sig.ok_or(Malformed)?,
+            signature: sig,
             ek,
             ct,
         })
@@ -316,7 +321,7 @@ mod tests {
         let p = Payload {
             hello: &hello_bytes,
             signing_key: [7; 32],
-            signature: [8; 64],
+            signature: Some([8; 64]),
             ek: None,
             ct: Some(b"ct"),
         };

@@ -260,7 +260,7 @@ fn own_node_id_and_unexpected_peer_are_rejected() {
 /// Rewrite a signed payload's fields.
 fn edit_payload(
     bytes: &mut Vec<u8>,
-    edit: impl FnOnce(&mut [u8; 32], &mut [u8; 64], &mut Vec<u8>),
+    edit: impl FnOnce(&mut [u8; 32], &mut Option<[u8; 64]>, &mut Vec<u8>),
 ) {
     let p = Payload::decode(bytes).unwrap();
     let (mut key, mut sig, mut hello) = (p.signing_key, p.signature, p.hello.to_vec());
@@ -277,7 +277,11 @@ fn edit_payload(
 }
 
 fn flip_signature(bytes: &mut Vec<u8>) {
-    edit_payload(bytes, |_, sig, _| sig[10] ^= 1);
+    edit_payload(bytes, |_, sig, _| {
+        if let Some(sig) = sig {
+            sig[10] ^= 1;
+        }
+    });
 }
 
 fn foreign_key(bytes: &mut Vec<u8>) {
@@ -313,7 +317,13 @@ fn forged_proofs_are_rejected_with_their_reason() {
                 "responder forged, {remote:?}"
             );
         }
-        // A forging IK initiator (its first message is signed): the responder defers.
+    }
+    // A forging IK initiator: its first message is unsigned (the proof follows over the
+    // final hash), but a foreign key or a hello inconsistent with its offer is deferred.
+    for (tamper, reason) in [
+        (foreign_key as Tamper, CloseReason::NodeIdMismatch),
+        (lie_kem_supported, CloseReason::InconsistentOffer),
+    ] {
         let (mut i, r) = pair(known(), PqPolicy::Prefer, PqPolicy::Prefer);
         i.tamper = Some(tamper);
         let out = run(i, r);
@@ -322,6 +332,43 @@ fn forged_proofs_are_rejected_with_their_reason() {
             Some(reason)
         );
     }
+}
+
+#[test]
+fn the_ik_initiator_proof_covers_the_whole_session() {
+    let session = |seed: u8| {
+        let (a, b) = (ident(1), ident(2));
+        let i = Handshake::initiator(
+            config(PqPolicy::Prefer),
+            a,
+            Remote::Known(*b.public()),
+            Rng::from_seed([seed; 32]),
+        );
+        let r = Handshake::responder(config(PqPolicy::Prefer), b, Rng::from_seed([seed + 1; 32]));
+        let out = run(i, r);
+        let (i, r) = (out.initiator.unwrap(), out.responder.unwrap());
+        assert!(i.confirmation.is_none() && r.proof.is_none());
+        (i.proof.unwrap(), r.confirmation.unwrap())
+    };
+    let (proof1, check1) = session(10);
+    let (proof2, check2) = session(20);
+    assert_eq!(check1.verify(&proof1), Ok(()));
+    assert_eq!(check2.verify(&proof2), Ok(()));
+    // A proof recorded from another session does not verify: no replay.
+    assert_eq!(check2.verify(&proof1), Err(CloseReason::BadSignature));
+    let mut flipped = proof1;
+    flipped[3] ^= 1;
+    assert_eq!(check1.verify(&flipped), Err(CloseReason::BadSignature));
+    assert_eq!(
+        check1.verify(&proof1[..63]),
+        Err(CloseReason::MalformedFrame)
+    );
+    // XX needs none of this: its proofs are in the handshake messages.
+    let (i, r) = pair(Remote::Any, PqPolicy::Prefer, PqPolicy::Prefer);
+    let out = run(i, r);
+    assert!(
+        out.initiator.unwrap().proof.is_none() && out.responder.unwrap().confirmation.is_none()
+    );
 }
 
 #[test]

@@ -226,7 +226,6 @@ impl Session {
                     .ok_or(CloseReason::MalformedFrame)
                 }
                 FrameType::Rekey | FrameType::Close => Err(CloseReason::MalformedFrame),
-                FrameType::Handshake => Err(CloseReason::UnexpectedFrame),
                 other => reassembly.push(other, f.more, piece).map(|whole| {
                     if let Some(frame) = whole {
                         deliver(Inbound::Frame(other, frame));
