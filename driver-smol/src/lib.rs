@@ -25,11 +25,13 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_net::{TcpListener, TcpStream};
-use futures::StreamExt;
-use weft_mesh_driver::{ws_config, ws_path_check, Incoming, Listener, Runtime, Wire};
+use weft_mesh_driver::{
+    ws_config, ws_path_check, Accepted, BoxFuture, MeshStream, MeshTransport, Runtime, Sockets,
+};
 
 pub use weft_mesh_driver::{
     identity_file, weft_mesh, Addr, AddrError, Events, MeshBuilder, MeshError, MeshEvent,
@@ -39,13 +41,14 @@ pub use weft_mesh_driver::{
 /// A mesh node on smol.
 pub type Mesh = weft_mesh_driver::Mesh<Smol>;
 
+/// `tcp://` on smol.
+pub type TcpTransport = weft_mesh_driver::TcpTransport<Smol>;
+/// `ws://` on smol (async-tungstenite).
+pub type WsTransport = weft_mesh_driver::WsTransport<Smol>;
+
 /// The smol [`Runtime`]: tasks on smol's global executor, `async-io` timers, `async-net`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Smol;
-
-fn tcp_wire(stream: TcpStream) -> Wire {
-    Wire::from_io(stream.clone(), stream)
-}
 
 impl Runtime for Smol {
     fn spawn<F>(&self, future: F)
@@ -59,63 +62,68 @@ impl Runtime for Smol {
         futures::FutureExt::map(smol::Timer::after(duration), |_| ())
     }
 
-    fn connect(&self, addr: &Addr) -> impl Future<Output = io::Result<Wire>> + Send + 'static {
-        let addr = addr.clone();
-        async move {
-            let stream = TcpStream::connect(addr.host_port()).await?;
-            stream.set_nodelay(true)?;
-            match addr {
-                Addr::Tcp { .. } => Ok(tcp_wire(stream)),
-                Addr::Ws { .. } => {
-                    let url = addr.to_string();
-                    let (ws, _) =
-                        async_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
-                            .await
-                            .map_err(io::Error::other)?;
-                    Ok(Wire::from_ws(ws))
-                }
-            }
-        }
-    }
-
-    fn listen(
-        &self,
-        addr: &Addr,
-    ) -> impl Future<Output = io::Result<(Listener, Addr)>> + Send + 'static {
-        let addr = addr.clone();
-        async move {
-            let listener = TcpListener::bind(addr.host_port()).await?;
-            let bound = addr.with_host_port(listener.local_addr()?.to_string());
-            let stream = futures::stream::unfold(listener, move |listener| {
-                let addr = addr.clone();
-                async move {
-                    let accepted = listener.accept().await.and_then(|(stream, peer)| {
-                        stream.set_nodelay(true)?;
-                        Ok(upgrade(stream, peer.to_string(), addr))
-                    });
-                    Some((accepted, listener))
-                }
-            });
-            Ok((stream.boxed() as Listener, bound))
-        }
+    fn transports(&self) -> Vec<Arc<dyn MeshTransport>> {
+        vec![
+            Arc::new(TcpTransport::default()),
+            Arc::new(WsTransport::default()),
+        ]
     }
 }
 
-/// Finish the transport setup of an accepted socket (the WebSocket upgrade, if any).
-fn upgrade(stream: TcpStream, peer: String, addr: Addr) -> Incoming {
-    Box::pin(async move {
-        match addr {
-            Addr::Tcp { .. } => Ok((tcp_wire(stream), peer)),
-            Addr::Ws { path, .. } => {
-                let ws = async_tungstenite::accept_hdr_async_with_config(
-                    stream,
-                    ws_path_check(path),
-                    Some(ws_config()),
-                )
+impl Sockets for Smol {
+    type Stream = TcpStream;
+    type Listener = TcpListener;
+
+    fn connect(host_port: String) -> BoxFuture<io::Result<TcpStream>> {
+        Box::pin(async move { TcpStream::connect(host_port).await })
+    }
+
+    fn bind(host_port: String) -> BoxFuture<io::Result<(TcpListener, String)>> {
+        Box::pin(async move {
+            let listener = TcpListener::bind(host_port).await?;
+            let local = listener.local_addr()?.to_string();
+            Ok((listener, local))
+        })
+    }
+
+    fn accept(listener: TcpListener) -> BoxFuture<Accepted<Self>> {
+        Box::pin(async move {
+            let accepted = listener
+                .accept()
                 .await
-                .map_err(io::Error::other)?;
-                Ok((Wire::from_ws(ws), peer))
-            }
-        }
-    })
+                .map(|(s, peer)| (s, peer.to_string()));
+            (accepted, listener)
+        })
+    }
+
+    fn tune(stream: &TcpStream) -> io::Result<()> {
+        stream.set_nodelay(true)
+    }
+
+    fn into_mesh_stream(stream: TcpStream) -> MeshStream {
+        MeshStream::from_io(stream.clone(), stream)
+    }
+
+    fn ws_client(url: String, stream: TcpStream) -> BoxFuture<io::Result<MeshStream>> {
+        Box::pin(async move {
+            let (ws, _) =
+                async_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
+                    .await
+                    .map_err(io::Error::other)?;
+            Ok(MeshStream::from_ws(ws))
+        })
+    }
+
+    fn ws_server(stream: TcpStream, path: String) -> BoxFuture<io::Result<MeshStream>> {
+        Box::pin(async move {
+            let ws = async_tungstenite::accept_hdr_async_with_config(
+                stream,
+                ws_path_check(path),
+                Some(ws_config()),
+            )
+            .await
+            .map_err(io::Error::other)?;
+            Ok(MeshStream::from_ws(ws))
+        })
+    }
 }

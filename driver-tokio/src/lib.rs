@@ -24,12 +24,14 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
-use weft_mesh_driver::{ws_config, ws_path_check, Incoming, Listener, Runtime, Wire};
+use weft_mesh_driver::{
+    ws_config, ws_path_check, Accepted, BoxFuture, MeshStream, MeshTransport, Runtime, Sockets,
+};
 
 pub use weft_mesh_driver::{
     identity_file, weft_mesh, Addr, AddrError, Events, MeshBuilder, MeshError, MeshEvent,
@@ -39,14 +41,14 @@ pub use weft_mesh_driver::{
 /// A mesh node on tokio.
 pub type Mesh = weft_mesh_driver::Mesh<Tokio>;
 
+/// `tcp://` on tokio.
+pub type TcpTransport = weft_mesh_driver::TcpTransport<Tokio>;
+/// `ws://` on tokio (tokio-tungstenite).
+pub type WsTransport = weft_mesh_driver::WsTransport<Tokio>;
+
 /// The tokio [`Runtime`]: tasks on the current runtime, `tokio::time`, `tokio::net`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Tokio;
-
-fn tcp_wire(stream: TcpStream) -> Wire {
-    let (r, w) = stream.into_split();
-    Wire::from_io(r.compat(), w.compat_write())
-}
 
 impl Runtime for Tokio {
     fn spawn<F>(&self, future: F)
@@ -60,65 +62,71 @@ impl Runtime for Tokio {
         tokio::time::sleep(duration)
     }
 
-    fn connect(&self, addr: &Addr) -> impl Future<Output = io::Result<Wire>> + Send + 'static {
-        let addr = addr.clone();
-        async move {
-            let stream = TcpStream::connect(addr.host_port()).await?;
-            stream.set_nodelay(true)?;
-            match addr {
-                Addr::Tcp { .. } => Ok(tcp_wire(stream)),
-                Addr::Ws { .. } => {
-                    let url = addr.to_string();
-                    let (ws, _) =
-                        tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
-                            .await
-                            .map_err(io::Error::other)?;
-                    Ok(Wire::from_ws(ws))
-                }
-            }
-        }
-    }
-
-    fn listen(
-        &self,
-        addr: &Addr,
-    ) -> impl Future<Output = io::Result<(Listener, Addr)>> + Send + 'static {
-        let addr = addr.clone();
-        async move {
-            let listener = TcpListener::bind(addr.host_port()).await?;
-            let bound = addr.with_host_port(listener.local_addr()?.to_string());
-            let stream = futures::stream::unfold(listener, move |listener| {
-                let addr = addr.clone();
-                async move {
-                    let accepted = listener.accept().await.and_then(|(stream, peer)| {
-                        stream.set_nodelay(true)?;
-                        Ok(upgrade(stream, peer.to_string(), addr))
-                    });
-                    Some((accepted, listener))
-                }
-            });
-            Ok((stream.boxed() as Listener, bound))
-        }
+    fn transports(&self) -> Vec<Arc<dyn MeshTransport>> {
+        vec![
+            Arc::new(TcpTransport::default()),
+            Arc::new(WsTransport::default()),
+        ]
     }
 }
 
-/// Finish the transport setup of an accepted socket (the WebSocket upgrade, if any).
-fn upgrade(stream: TcpStream, peer: String, addr: Addr) -> Incoming {
-    Box::pin(async move {
-        match addr {
-            Addr::Tcp { .. } => Ok((tcp_wire(stream), peer)),
-            Addr::Ws { path, .. } => {
-                let ws = tokio_tungstenite::accept_hdr_async_with_config(
-                    stream,
-                    ws_path_check(path),
-                    Some(ws_config()),
-                )
+impl Sockets for Tokio {
+    type Stream = TcpStream;
+    type Listener = TcpListener;
+
+    fn connect(host_port: String) -> BoxFuture<io::Result<TcpStream>> {
+        Box::pin(async move { TcpStream::connect(host_port).await })
+    }
+
+    fn bind(host_port: String) -> BoxFuture<io::Result<(TcpListener, String)>> {
+        Box::pin(async move {
+            let listener = TcpListener::bind(host_port).await?;
+            let local = listener.local_addr()?.to_string();
+            Ok((listener, local))
+        })
+    }
+
+    fn accept(listener: TcpListener) -> BoxFuture<Accepted<Self>> {
+        Box::pin(async move {
+            let accepted = listener
+                .accept()
                 .await
-                .map_err(io::Error::other)?;
-                Ok((Wire::from_ws(ws), peer))
-            }
-        }
-    })
+                .map(|(s, peer)| (s, peer.to_string()));
+            (accepted, listener)
+        })
+    }
+
+    fn tune(stream: &TcpStream) -> io::Result<()> {
+        stream.set_nodelay(true)
+    }
+
+    fn into_mesh_stream(stream: TcpStream) -> MeshStream {
+        let (r, w) = stream.into_split();
+        MeshStream::from_io(r.compat(), w.compat_write())
+    }
+
+    fn ws_client(url: String, stream: TcpStream) -> BoxFuture<io::Result<MeshStream>> {
+        Box::pin(async move {
+            let (ws, _) =
+                tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
+                    .await
+                    .map_err(io::Error::other)?;
+            Ok(MeshStream::from_ws(ws))
+        })
+    }
+
+    fn ws_server(stream: TcpStream, path: String) -> BoxFuture<io::Result<MeshStream>> {
+        Box::pin(async move {
+            let ws = tokio_tungstenite::accept_hdr_async_with_config(
+                stream,
+                ws_path_check(path),
+                Some(ws_config()),
+            )
+            .await
+            .map_err(io::Error::other)?;
+            Ok(MeshStream::from_ws(ws))
+        })
+    }
 }
 
 /// The README's examples, compiled as doctests so they stay true.

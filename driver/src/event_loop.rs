@@ -24,8 +24,8 @@ use weft_mesh::node::{
 use weft_mesh::{Identity, Instant, NodeId};
 
 use crate::mesh::Subscribers;
-use crate::runtime::{Incoming, Listener};
-use crate::{os_rng, Addr, MeshError, MeshEvent, Runtime, Wire};
+use crate::runtime::{Incoming, TransportListener, Transports};
+use crate::{os_rng, Addr, MeshError, MeshEvent, MeshStream, Runtime};
 
 /// Transmissions queued to one writer before the loop stops pulling for it.
 const IN_FLIGHT: usize = 2;
@@ -61,14 +61,14 @@ pub(crate) enum Command {
 enum Io {
     Connected {
         conn: ConnId,
-        wire: Wire,
+        wire: MeshStream,
     },
     DialFailed {
         conn: ConnId,
         error: io::Error,
     },
     Accepted {
-        wire: Wire,
+        wire: MeshStream,
         remote: String,
     },
     Bytes {
@@ -91,7 +91,8 @@ pub(crate) struct Setup<R> {
     pub subscribers: Subscribers,
     pub identity: Identity,
     pub config: NodeConfig,
-    pub listeners: Vec<(Listener, Addr)>,
+    pub listeners: Vec<(TransportListener, Addr)>,
+    pub transports: Transports,
     pub seeds: Vec<Addr>,
     pub connect_timeout: Duration,
 }
@@ -115,6 +116,7 @@ struct EventLoop<R> {
     spare: Vec<Vec<u8>>,
     tasks: Vec<AbortHandle>,
     connect_timeout: Duration,
+    transports: Transports,
     upgrades: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     shutdown: Option<(std::time::Instant, Vec<oneshot::Sender<()>>)>,
     dropped_events: u64,
@@ -142,6 +144,7 @@ pub(crate) fn spawn<R: Runtime>(setup: Setup<R>) -> async_channel::Sender<Comman
         spare: Vec::new(),
         tasks: Vec::new(),
         connect_timeout: setup.connect_timeout,
+        transports: setup.transports,
         upgrades: Default::default(),
         shutdown: None,
         dropped_events: 0,
@@ -326,11 +329,11 @@ impl<R: Runtime> EventLoop<R> {
     }
 
     /// Start the reader and writer tasks of a connected socket.
-    fn attach(&mut self, conn: ConnId, wire: Wire) {
+    fn attach(&mut self, conn: ConnId, wire: MeshStream) {
         let Some(entry) = self.conns.get_mut(&conn) else {
             return;
         };
-        let Wire {
+        let MeshStream {
             mut reader,
             mut writer,
         } = wire;
@@ -461,22 +464,22 @@ impl<R: Runtime> EventLoop<R> {
         );
         let io = self.io_tx.clone();
         let (runtime, timeout) = (self.runtime.clone(), self.connect_timeout);
-        let parsed: Result<Addr, _> = addr.parse();
+        let connect = addr
+            .parse::<Addr>()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+            .and_then(|addr| Ok(self.transports.pick(&addr)?.connect(&addr)));
         self.runtime.spawn(
             async move {
-                let result = match parsed {
-                    Ok(addr) => match future::select(
-                        Box::pin(runtime.connect(&addr)),
-                        Box::pin(runtime.sleep(timeout)),
-                    )
-                    .await
-                    {
-                        Either::Left((result, _)) => result,
-                        Either::Right(_) => {
-                            Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+                let result = match connect {
+                    Ok(connect) => {
+                        match future::select(connect, Box::pin(runtime.sleep(timeout))).await {
+                            Either::Left((result, _)) => result,
+                            Either::Right(_) => {
+                                Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+                            }
                         }
-                    },
-                    Err(e) => Err(io::Error::new(io::ErrorKind::InvalidInput, e)),
+                    }
+                    Err(e) => Err(e),
                 };
                 let _ = io
                     .send(match result {
@@ -489,7 +492,7 @@ impl<R: Runtime> EventLoop<R> {
         );
     }
 
-    fn spawn_acceptor(&mut self, mut listener: Listener) {
+    fn spawn_acceptor(&mut self, mut listener: TransportListener) {
         let io = self.io_tx.clone();
         let runtime = self.runtime.clone();
         let upgrades = self.upgrades.clone();

@@ -10,14 +10,16 @@ mod event_loop;
 pub mod identity_file;
 mod mesh;
 mod runtime;
-mod wire;
+mod sockets;
+mod stream;
 
 pub use addr::{Addr, AddrError};
 pub use identity_file::os_rng;
 pub use mesh::{
     Events, Mesh, MeshBuilder, MeshError, MeshEvent, StartError, DEV_GENESIS, EVENT_CAPACITY,
 };
-pub use runtime::{Incoming, Listener, Runtime};
-pub use wire::{ws_config, ws_path_check, ReadHalf, Wire, WriteHalf};
+pub use runtime::{BoxFuture, Incoming, MeshTransport, Runtime, TransportListener};
+pub use sockets::{Accepted, Sockets, TcpTransport, WsTransport};
+pub use stream::{ws_config, ws_path_check, MeshStream, ReadHalf, WriteHalf};
 
 pub use weft_mesh;

@@ -14,6 +14,7 @@ use weft_mesh::node::{NodeConfig, PeerSummary, SendFailure};
 use weft_mesh::{CloseReason, Identity, NodeId};
 
 use crate::event_loop::{self, Command};
+use crate::runtime::Transports;
 use crate::{Addr, AddrError, Runtime};
 
 /// Something that happened in the mesh. Every subscriber sees every event.
@@ -96,6 +97,7 @@ pub enum StartError {
 /// Configures a mesh node; [`MeshBuilder::start`] runs it.
 pub struct MeshBuilder<R> {
     runtime: R,
+    transports: Transports,
     subscribers: Subscribers,
     identity: Option<Identity>,
     config: NodeConfig,
@@ -109,6 +111,7 @@ impl<R: Runtime> MeshBuilder<R> {
     /// ([`DEV_GENESIS`]), PQ `Prefer` and default limits.
     pub fn new(runtime: R) -> Self {
         MeshBuilder {
+            transports: Transports(runtime.transports()),
             runtime,
             subscribers: Subscribers::default(),
             identity: None,
@@ -161,6 +164,12 @@ impl<R: Runtime> MeshBuilder<R> {
         self
     }
 
+    /// Add a transport, tried before the built-in TCP and WebSocket ones.
+    pub fn transport(mut self, transport: std::sync::Arc<dyn crate::MeshTransport>) -> Self {
+        self.transports.0.insert(0, transport);
+        self
+    }
+
     /// Receive every event from the start (nothing can happen before this subscription).
     pub fn subscribe(&mut self) -> Events {
         self.subscribers.add()
@@ -180,7 +189,10 @@ impl<R: Runtime> MeshBuilder<R> {
             .collect::<Result<Vec<Addr>, _>>()?;
         let mut listeners = Vec::new();
         for addr in listen {
-            let bound = self.runtime.listen(&addr).await;
+            let bound = match self.transports.pick(&addr) {
+                Ok(t) => t.listen(&addr).await,
+                Err(e) => Err(e),
+            };
             listeners.push(bound.map_err(|source| StartError::Listen { addr, source })?);
         }
         let identity = self
@@ -191,6 +203,7 @@ impl<R: Runtime> MeshBuilder<R> {
         let commands = event_loop::spawn(event_loop::Setup {
             runtime: self.runtime,
             subscribers: self.subscribers.clone(),
+            transports: self.transports.clone(),
             identity,
             config: self.config,
             listeners,

@@ -1,21 +1,39 @@
-//! What a driver needs from an async runtime. `weft-mesh-tokio` and `weft-mesh-smol`
-//! implement it; everything else is written once in this crate.
+//! What the event loop needs from an async runtime, and the transports it dials and
+//! listens with. `weft-mesh-tokio` and `weft-mesh-smol` implement both; everything
+//! else is written once in this crate.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
 
-use crate::{Addr, Wire};
+use crate::{Addr, MeshStream};
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// An accepted connection still finishing its transport-level setup (the WebSocket
 /// upgrade); resolves to the connection and the peer's socket address.
-pub type Incoming = Pin<Box<dyn Future<Output = io::Result<(Wire, String)>> + Send>>;
+pub type Incoming = BoxFuture<io::Result<(MeshStream, String)>>;
 
 /// A bound listener: yields accepted connections.
-pub type Listener = Pin<Box<dyn Stream<Item = io::Result<Incoming>> + Send>>;
+pub type TransportListener = Pin<Box<dyn Stream<Item = io::Result<Incoming>> + Send>>;
+
+/// A way to carry transport messages: TCP and WebSocket ship with the drivers; add
+/// your own with [`crate::MeshBuilder::transport`].
+pub trait MeshTransport: Send + Sync + 'static {
+    /// Whether this transport handles `addr` (usually: its scheme).
+    fn supports(&self, addr: &Addr) -> bool;
+
+    /// Connect to `addr`.
+    fn connect(&self, addr: &Addr) -> BoxFuture<io::Result<MeshStream>>;
+
+    /// Bind `addr`; returns the listener and the address actually bound (port 0 resolved).
+    fn listen(&self, addr: &Addr) -> BoxFuture<io::Result<(TransportListener, Addr)>>;
+}
 
 /// The runtime services the event loop uses.
 pub trait Runtime: Clone + Send + Sync + 'static {
@@ -27,12 +45,21 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// Complete after `duration`.
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send + 'static;
 
-    /// Connect to `addr` (TCP with `TCP_NODELAY`, or a WebSocket client handshake).
-    fn connect(&self, addr: &Addr) -> impl Future<Output = io::Result<Wire>> + Send + 'static;
+    /// The transports of this runtime (TCP and WebSocket).
+    fn transports(&self) -> Vec<Arc<dyn MeshTransport>>;
+}
 
-    /// Bind `addr`; returns the listener and the address actually bound (port 0 resolved).
-    fn listen(
-        &self,
-        addr: &Addr,
-    ) -> impl Future<Output = io::Result<(Listener, Addr)>> + Send + 'static;
+/// The transports a node uses, searched in order for one that supports an address.
+#[derive(Clone, Default)]
+pub(crate) struct Transports(pub Vec<Arc<dyn MeshTransport>>);
+
+impl Transports {
+    pub(crate) fn pick(&self, addr: &Addr) -> io::Result<&Arc<dyn MeshTransport>> {
+        self.0.iter().find(|t| t.supports(addr)).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("no transport for {addr}"),
+            )
+        })
+    }
 }

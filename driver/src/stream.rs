@@ -32,27 +32,27 @@ enum WriteKind {
 }
 
 /// A connected socket of either transport.
-pub struct Wire {
+pub struct MeshStream {
     /// Reads transport bytes.
     pub reader: ReadHalf,
     /// Writes whole transmissions from `poll_transmit`.
     pub writer: WriteHalf,
 }
 
-impl Wire {
+impl MeshStream {
     /// A byte stream (TCP) from its two halves.
     pub fn from_io(
         reader: impl AsyncRead + Send + 'static,
         writer: impl AsyncWrite + Send + 'static,
-    ) -> Wire {
-        Wire {
+    ) -> MeshStream {
+        MeshStream {
             reader: ReadHalf(ReadKind::Stream(Box::pin(reader))),
             writer: WriteHalf(WriteKind::Stream(Box::pin(writer))),
         }
     }
 
     /// A WebSocket (from tokio-tungstenite or async-tungstenite).
-    pub fn from_ws<S>(ws: S) -> Wire
+    pub fn from_ws<S>(ws: S) -> MeshStream
     where
         S: Stream<Item = Result<Message, WsError>>
             + Sink<Message, Error = WsError>
@@ -60,7 +60,7 @@ impl Wire {
             + 'static,
     {
         let (sink, stream) = ws.split();
-        Wire {
+        MeshStream {
             reader: ReadHalf(ReadKind::Ws(Box::pin(stream))),
             writer: WriteHalf(WriteKind::Ws(Box::pin(sink))),
         }
