@@ -50,6 +50,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod dedup;
 pub mod frame;
 pub mod handshake;
 pub mod identity;
