@@ -95,6 +95,9 @@ pub enum LinkEvent {
 pub enum SendError {
     /// The send queue is full; wait for [`LinkEvent::SendReady`].
     Full,
+    /// The handshake has not finished (or, for an IK responder, the initiator has not
+    /// yet proven its identity).
+    NotEstablished,
     /// The link is closing or closed.
     Closed,
     /// The payload is longer than a frame may be (16 MiB - 1).
@@ -107,6 +110,7 @@ impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             SendError::Full => "send queue full",
+            SendError::NotEstablished => "handshake not finished",
             SendError::Closed => "link closed",
             SendError::TooLarge => "payload larger than 16 MiB - 1",
             SendError::ReservedType => "frame type reserved for the link",
@@ -278,8 +282,13 @@ impl Link {
         if payload.len() > MAX_PAYLOAD_LEN {
             return Err(SendError::TooLarge);
         }
-        let State::Established(session) = &mut self.state else {
-            return Err(SendError::Closed);
+        let session = match &mut self.state {
+            State::Established(_) if self.unconfirmed.is_some() => {
+                return Err(SendError::NotEstablished)
+            }
+            State::Established(session) => session,
+            State::Handshaking(_) => return Err(SendError::NotEstablished),
+            State::Closing(_) | State::Closed => return Err(SendError::Closed),
         };
         if !session.queue().has_room(payload.len()) {
             self.send_blocked = true;
@@ -351,11 +360,12 @@ impl Link {
                 // IK responder: the first frame must be the initiator's identity proof.
                 let mut proof: Option<Option<Bytes>> = self.confirmation.is_some().then_some(None);
                 session.open(body, &mut |inbound| match inbound {
-                    Inbound::Close(reason) => peer_closed = Some(reason),
                     Inbound::Frame(FrameType::Handshake, payload) if proof == Some(None) => {
                         proof = Some(Some(payload));
                     }
+                    // Before the proof nothing counts, not even a Close.
                     _ if proof == Some(None) => unexpected = true,
+                    Inbound::Close(reason) => peer_closed = Some(reason),
                     Inbound::Frame(FrameType::Handshake, _) => unexpected = true,
                     Inbound::Frame(FrameType::Heartbeat, payload) if payload.is_empty() => {}
                     Inbound::Frame(frame_type, payload) => {
@@ -435,8 +445,7 @@ impl Link {
                             (done.proof, &mut self.state)
                         {
                             session
-                                .queue()
-                                .push(FrameType::Handshake, Bytes::copy_from_slice(&proof));
+                                .set_preamble(FrameType::Handshake, Bytes::copy_from_slice(&proof));
                         }
                         self.peer = Some(peer.clone());
                         self.events

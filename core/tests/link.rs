@@ -351,7 +351,7 @@ fn send_misuse_and_backpressure() {
     let mut p = Pair::new(cfg.clone(), cfg, Remote::Any);
     assert_eq!(
         p.a.send(FrameType::Message, Bytes::new()),
-        Err(SendError::Closed),
+        Err(SendError::NotEstablished),
         "not yet established"
     );
     p.run();

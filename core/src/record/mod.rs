@@ -81,6 +81,9 @@ pub struct RecordStats {
 
 /// The record layer of one established link.
 pub(crate) struct Session {
+    /// A frame that must open the next record, ahead of every lane (the IK initiator's
+    /// identity proof). Not affected by clearing the queue.
+    preamble: Option<(FrameType, Bytes)>,
     tx: CipherState,
     rx: CipherState,
     queue: SendQueue,
@@ -99,6 +102,7 @@ impl Session {
         now: Instant,
     ) -> Self {
         Session {
+            preamble: None,
             tx: CipherState::new(send_key),
             rx: CipherState::new(recv_key),
             queue: SendQueue::new(config.max_queued_bytes),
@@ -112,6 +116,11 @@ impl Session {
 
     pub(crate) fn stats(&self) -> RecordStats {
         self.stats
+    }
+
+    /// Make `payload` the first frame of the next record (a few bytes; must fit a record).
+    pub(crate) fn set_preamble(&mut self, frame_type: FrameType, payload: Bytes) {
+        self.preamble = Some((frame_type, payload));
     }
 
     pub(crate) fn queued_bytes(&self) -> usize {
@@ -137,7 +146,7 @@ impl Session {
 
     /// Whether [`Session::seal`] would produce a record.
     pub(crate) fn wants_transmit(&self, now: Instant) -> bool {
-        !self.queue.is_empty() || self.rekey_due(now)
+        self.preamble.is_some() || !self.queue.is_empty() || self.rekey_due(now)
     }
 
     /// Pack and seal one record into `out` as `[u16 len][ciphertext][tag]`; `None` if
@@ -152,19 +161,35 @@ impl Session {
         };
         let cap = room.min(MAX_PLAINTEXT);
         let rekey = self.rekey_due(now);
-        if cap < HEADER_LEN + 1 || (self.queue.is_empty() && !rekey) {
+        let preamble_len = self
+            .preamble
+            .as_ref()
+            .map_or(0, |(_, p)| HEADER_LEN + p.len());
+        if cap < HEADER_LEN + 1 + preamble_len
+            || (self.queue.is_empty() && !rekey && preamble_len == 0)
+        {
             return Ok(None);
         }
         let body = &mut out[LEN_PREFIX..LEN_PREFIX + cap + TAG_LEN];
         let mut len = 0;
+        if let Some((frame_type, payload)) = self.preamble.take() {
+            let header = Header {
+                frame_type,
+                more: false,
+                payload_len: payload.len(),
+            };
+            body[..HEADER_LEN].copy_from_slice(&header.to_bytes());
+            body[HEADER_LEN..preamble_len].copy_from_slice(&payload);
+            len = preamble_len;
+        }
         if rekey {
             let header = Header {
                 frame_type: FrameType::Rekey,
                 more: false,
                 payload_len: 0,
             };
-            body[..HEADER_LEN].copy_from_slice(&header.to_bytes());
-            len = HEADER_LEN;
+            body[len..len + HEADER_LEN].copy_from_slice(&header.to_bytes());
+            len += HEADER_LEN;
         }
         len += self.queue.fill(&mut body[len..cap]);
         let sealed = self
