@@ -187,3 +187,14 @@ fn a_killed_node_is_reported_down_by_its_peer() {
     assert_eq!(down["reason"], "connection_lost");
     assert!(a.terminate().success());
 }
+
+#[test]
+fn send_reports_a_policy_rejection() {
+    let node = NodeProcess::start("pq", &["--pq", "require"]);
+    let (ok, err) = send(&node.addr, &node.node, &["--pq", "off"], "classical");
+    assert!(!ok);
+    assert!(err.contains("policy"), "{err}");
+    let (ok, err) = send(&node.addr, &node.node, &[], "hybrid");
+    assert!(ok, "{err}");
+    assert!(node.terminate().success());
+}
