@@ -105,6 +105,18 @@ struct Conn {
     span: Span,
 }
 
+impl Conn {
+    /// A connection whose socket is not attached yet.
+    fn new(span: Span) -> Self {
+        Conn {
+            writer: None,
+            in_flight: 0,
+            reader: None,
+            span,
+        }
+    }
+}
+
 struct EventLoop<R> {
     runtime: R,
     node: Node,
@@ -295,15 +307,7 @@ impl<R: Runtime> EventLoop<R> {
                 Ok(conn) => {
                     let span = info_span!("link", %conn, addr = %remote);
                     span.in_scope(|| debug!("accepted"));
-                    self.conns.insert(
-                        conn,
-                        Conn {
-                            writer: None,
-                            in_flight: 0,
-                            reader: None,
-                            span,
-                        },
-                    );
+                    self.conns.insert(conn, Conn::new(span));
                     self.attach(conn, wire);
                 }
                 Err(e) => warn!(addr = %remote, error = %e, "refused connection"),
@@ -453,15 +457,7 @@ impl<R: Runtime> EventLoop<R> {
     fn dial(&mut self, conn: ConnId, addr: String) {
         let span = info_span!("link", %conn, %addr);
         span.in_scope(|| debug!("dialing"));
-        self.conns.insert(
-            conn,
-            Conn {
-                writer: None,
-                in_flight: 0,
-                reader: None,
-                span: span.clone(),
-            },
-        );
+        self.conns.insert(conn, Conn::new(span.clone()));
         let io = self.io_tx.clone();
         let (runtime, timeout) = (self.runtime.clone(), self.connect_timeout);
         let connect = addr

@@ -260,32 +260,24 @@ impl Handshake {
         };
         let noise = build(pattern, &identity, &mut rng, rs.as_ref(), true);
         let kem = (config.pq != PqPolicy::Off).then(|| KemKeypair::generate(&mut rng));
-        Handshake {
-            noise: Some(noise),
-            pattern,
-            initiator: true,
-            messages: 0,
-            identity,
-            config,
-            rng,
-            expected,
-            kem,
-            peer_ek: None,
-            shared: None,
-            peer: None,
-            deferred: None,
-            ik_hello: None,
-            #[cfg(test)]
-            tamper: None,
-        }
+        let mut hs = Handshake::new(config, identity, rng, true);
+        hs.noise = Some(noise);
+        hs.pattern = pattern;
+        hs.expected = expected;
+        hs.kem = kem;
+        hs
     }
 
     /// Start a handshake as the accepting side; the pattern comes from the first message.
     pub fn responder(config: HandshakeConfig, identity: Arc<Identity>, rng: Rng) -> Self {
+        Handshake::new(config, identity, rng, false)
+    }
+
+    fn new(config: HandshakeConfig, identity: Arc<Identity>, rng: Rng, initiator: bool) -> Self {
         Handshake {
             noise: None,
             pattern: Pattern::XX,
-            initiator: false,
+            initiator,
             messages: 0,
             identity,
             config,
