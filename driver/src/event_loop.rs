@@ -33,6 +33,8 @@ const IN_FLIGHT: usize = 2;
 const BATCH: usize = 256;
 /// Accepted connections still in their WebSocket upgrade, at most.
 const MAX_UPGRADES: usize = 256;
+/// How often a backlogged subscriber is offered its events again.
+const BACKLOG_RETRY: Duration = Duration::from_millis(1);
 /// How long a closed connection keeps reading (and discarding) before it is dropped.
 const LINGER: Duration = Duration::from_secs(2);
 /// How long an orderly shutdown may take.
@@ -131,7 +133,6 @@ struct EventLoop<R> {
     transports: Transports,
     upgrades: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     shutdown: Option<(std::time::Instant, Vec<oneshot::Sender<()>>)>,
-    dropped_events: u64,
 }
 
 /// Start the loop; returns the command channel of its handles.
@@ -159,7 +160,6 @@ pub(crate) fn spawn<R: Runtime>(setup: Setup<R>) -> async_channel::Sender<Comman
         transports: setup.transports,
         upgrades: Default::default(),
         shutdown: None,
-        dropped_events: 0,
     };
     let _guard = span.enter();
     for (listener, addr) in setup.listeners {
@@ -200,12 +200,28 @@ impl<R: Runtime> EventLoop<R> {
                     Duration::from_micros(t.as_micros().saturating_sub(self.now().as_micros()))
                 })
                 .unwrap_or(Duration::from_secs(3600));
-            let wait = if self.shutdown.is_some() {
-                wait.min(Duration::from_millis(50))
+            // A subscriber's backlog pauses socket reads (backpressure); look again soon.
+            let backlogged = self.subscribers.flush();
+            let wait = if self.shutdown.is_some() || backlogged {
+                wait.min(if backlogged {
+                    BACKLOG_RETRY
+                } else {
+                    Duration::from_millis(50)
+                })
             } else {
                 wait
             };
             let mut timer = std::pin::pin!(self.runtime.sleep(wait).fuse());
+            if backlogged {
+                futures::select_biased! {
+                    cmd = commands.next() => match cmd {
+                        Some(cmd) => self.command(cmd),
+                        None => self.begin_shutdown(None),
+                    },
+                    () = timer => {}
+                }
+                continue;
+            }
             futures::select_biased! {
                 cmd = commands.next() => match cmd {
                     Some(cmd) => self.command(cmd),
@@ -215,6 +231,9 @@ impl<R: Runtime> EventLoop<R> {
                     if let Some(event) = event {
                         self.io(event);
                         for _ in 1..BATCH {
+                            if self.subscribers.flush() {
+                                break;
+                            }
                             match io_batch.try_recv() {
                                 Ok(event) => self.io(event),
                                 Err(_) => break,
@@ -374,13 +393,21 @@ impl<R: Runtime> EventLoop<R> {
         );
         let io = self.io_tx.clone();
         let (read_task, handle) = future::abortable(async move {
-            let mut buf = Vec::with_capacity(64 * 1024);
+            // One buffer for the connection's life; each read hands over a copy of just
+            // the bytes that arrived.
+            let mut buf = vec![0u8; crate::stream::READ_BUFFER];
             loop {
                 match reader.read(&mut buf).await {
                     Ok(0) => break io.send(Io::Closed { conn, error: None }).await,
-                    Ok(_) => {
-                        let data = std::mem::replace(&mut buf, Vec::with_capacity(64 * 1024));
-                        if io.send(Io::Bytes { conn, data }).await.is_err() {
+                    Ok(n) => {
+                        if io
+                            .send(Io::Bytes {
+                                conn,
+                                data: buf[..n].to_vec(),
+                            })
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -565,13 +592,6 @@ impl<R: Runtime> EventLoop<R> {
             },
             _ => return,
         };
-        let full = self.subscribers.publish(&mesh_event) as u64;
-        if full > 0 {
-            self.dropped_events += full;
-            warn!(
-                dropped = self.dropped_events,
-                "a subscriber is not keeping up; events dropped"
-            );
-        }
+        self.subscribers.publish(&mesh_event);
     }
 }

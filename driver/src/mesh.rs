@@ -307,42 +307,76 @@ impl<R> Mesh<R> {
     }
 }
 
-/// Events a subscriber has not read yet, at most this many; beyond it new events are
-/// dropped for that subscriber (and counted in the log).
+/// Events a subscriber's channel holds. Beyond it events wait in a backlog and the node
+/// stops reading from its sockets until the subscriber catches up: nothing is dropped.
 pub const EVENT_CAPACITY: usize = 4096;
 
 /// The event subscribers, shared by the handles and the loop.
+///
+/// Events are never dropped: what a subscriber's channel cannot take waits in its
+/// backlog, and while any backlog exists the loop stops reading sockets, so a slow
+/// subscriber slows the peers down (TCP flow control, then their `Full` send queues)
+/// instead of losing messages that were already acknowledged.
 #[derive(Clone, Default)]
-pub(crate) struct Subscribers(Arc<std::sync::Mutex<Vec<async_channel::Sender<MeshEvent>>>>);
+pub(crate) struct Subscribers(Arc<std::sync::Mutex<Vec<Subscriber>>>);
+
+struct Subscriber {
+    tx: async_channel::Sender<MeshEvent>,
+    backlog: std::collections::VecDeque<MeshEvent>,
+}
+
+impl Subscriber {
+    /// Move backlog into the channel while it has room; false once the receiver is gone.
+    fn flush(&mut self) -> bool {
+        while let Some(event) = self.backlog.pop_front() {
+            match self.tx.try_send(event) {
+                Ok(()) => {}
+                Err(async_channel::TrySendError::Full(event)) => {
+                    self.backlog.push_front(event);
+                    return true;
+                }
+                Err(async_channel::TrySendError::Closed(_)) => return false,
+            }
+        }
+        !self.tx.is_closed()
+    }
+}
 
 impl Subscribers {
-    fn add(&self) -> Events {
-        let (tx, rx) = async_channel::bounded(EVENT_CAPACITY);
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Subscriber>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(tx);
+    }
+
+    fn add(&self) -> Events {
+        let (tx, rx) = async_channel::bounded(EVENT_CAPACITY);
+        self.lock().push(Subscriber {
+            tx,
+            backlog: Default::default(),
+        });
         Events { rx: Box::pin(rx) }
     }
 
-    /// Offer `event` to every live subscriber; returns how many were full.
-    pub(crate) fn publish(&self, event: &MeshEvent) -> usize {
-        let mut subs = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        subs.retain(|s| !s.is_closed());
-        subs.iter()
-            .filter(|s| s.try_send(event.clone()).is_err())
-            .count()
+    /// Give `event` to every live subscriber (into its backlog if its channel is full).
+    pub(crate) fn publish(&self, event: &MeshEvent) {
+        let mut subs = self.lock();
+        for s in subs.iter_mut() {
+            s.backlog.push_back(event.clone());
+        }
+        subs.retain_mut(Subscriber::flush);
+    }
+
+    /// Move backlogs into channels that have room; true while some backlog remains.
+    pub(crate) fn flush(&self) -> bool {
+        let mut subs = self.lock();
+        subs.retain_mut(Subscriber::flush);
+        subs.iter().any(|s| !s.backlog.is_empty())
     }
 
     /// End every subscription (the mesh stopped).
     pub(crate) fn close(&self) {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
+        self.lock().clear();
     }
 }
 

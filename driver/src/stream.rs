@@ -73,16 +73,11 @@ fn ws_err(e: WsError) -> io::Error {
 }
 
 impl ReadHalf {
-    /// Read some bytes into `buf` (cleared first); `Ok(0)` is the end of the stream.
-    pub async fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        buf.clear();
+    /// Read some bytes into `buf` (at least [`READ_BUFFER`] bytes long); `Ok(0)` is the
+    /// end of the stream.
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.0 {
-            ReadKind::Stream(r) => {
-                buf.resize(64 * 1024, 0);
-                let n = r.read(buf).await?;
-                buf.truncate(n);
-                Ok(n)
-            }
+            ReadKind::Stream(r) => r.read(buf).await,
             ReadKind::Ws(r) => loop {
                 match r.next().await {
                     None | Some(Ok(Message::Close(_))) => return Ok(0),
@@ -96,9 +91,12 @@ impl ReadHalf {
                                     "WebSocket message of 0 or over 65535 bytes",
                                 )
                             })?;
-                        buf.extend_from_slice(&len.to_be_bytes());
-                        buf.extend_from_slice(&body);
-                        return Ok(buf.len());
+                        let out = buf.get_mut(..2 + body.len()).ok_or_else(|| {
+                            io::Error::new(io::ErrorKind::InvalidInput, "read buffer too small")
+                        })?;
+                        out[..2].copy_from_slice(&len.to_be_bytes());
+                        out[2..].copy_from_slice(&body);
+                        return Ok(out.len());
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                     Some(Ok(Message::Text(_))) => {
@@ -113,6 +111,9 @@ impl ReadHalf {
         }
     }
 }
+
+/// The smallest buffer [`ReadHalf::read`] accepts: a whole transport message.
+pub const READ_BUFFER: usize = 2 + 65535;
 
 impl WriteHalf {
     /// Write one transmission (`[u16 len][body]`, as `poll_transmit` produced it).

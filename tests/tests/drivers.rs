@@ -300,3 +300,42 @@ async fn hostile_clients_are_dropped_and_others_still_served() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_loses_no_acknowledged_message() {
+    use futures::StreamExt;
+    let (a, mut ae) = start(Tokio, |b| b.listen("tcp://127.0.0.1:0")).await;
+    let seed = a.local_addrs()[0].to_string();
+    let (b, mut be) = start(Tokio, |x| x.seed(seed)).await;
+    peer_up(&mut ae).await;
+    peer_up(&mut be).await;
+    // Far more messages than a subscription channel holds; `a`'s application starts
+    // reading only after a pause, so its backlog fills and the node must hold back.
+    let total = 3 * weft_mesh_driver::EVENT_CAPACITY;
+    let to = a.node_id();
+    let sender = b.clone();
+    let sends = tokio::spawn(async move {
+        futures::stream::iter(0..total)
+            .map(|i| {
+                let b = sender.clone();
+                async move { b.send(to, Bytes::from(format!("{i:08}"))).await.is_ok() }
+            })
+            .buffer_unordered(256)
+            .filter(|ok| futures::future::ready(*ok))
+            .count()
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < total {
+        let (_, data) = message(&mut ae).await;
+        assert!(seen.insert(data), "a message arrived twice");
+    }
+    let acked = timeout(WAIT, sends).await.expect("sends finished").unwrap();
+    assert_eq!(
+        acked, total,
+        "every send was acknowledged, and every one arrived"
+    );
+    b.shutdown().await;
+    a.shutdown().await;
+}

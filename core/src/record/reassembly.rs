@@ -38,7 +38,10 @@ impl Reassembly {
         if slot.is_none() && !more {
             return Ok(Some(piece));
         }
-        let buf = slot.get_or_insert_with(BytesMut::new);
+        // Reserve for this piece and one more record's worth up front: growing from
+        // empty would reallocate the whole frame at every doubling.
+        let buf =
+            slot.get_or_insert_with(|| BytesMut::with_capacity(piece.len() + super::MAX_PLAINTEXT));
         if buf.len() + piece.len() > MAX_PAYLOAD_LEN {
             return Err(CloseReason::MalformedFrame);
         }
