@@ -1,2 +1,4 @@
-//! Cross-crate tests of weft-mesh. The deterministic multi-node simulator arrives with
-//! the mesh (issue 4).
+//! Cross-crate tests of weft-mesh: the deterministic multi-node simulator ([`sim`])
+//! and, under `tests/`, end-to-end tests over real sockets.
+
+pub mod sim;

@@ -520,7 +520,10 @@ impl Node {
         [
             self.links.next_deadline(),
             self.outstanding.next_deadline(),
-            if self.shutting_down {
+            // At capacity a due seed cannot be dialed: it waits until a link or a
+            // handshake slot frees up (every such change comes with an input, after
+            // which the driver asks again), instead of a deadline stuck at `now`.
+            if self.shutting_down || self.check_capacity().is_err() {
                 None
             } else {
                 self.seeds.next_deadline(|n| peers.contains_key(n))
