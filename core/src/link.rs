@@ -271,7 +271,8 @@ impl Link {
     }
 
     /// Queue a frame. Allowed once the handshake has finished; frames leave by priority
-    /// when the socket pulls.
+    /// when the socket pulls. An empty Heartbeat is a keepalive: the peer's link swallows
+    /// it instead of delivering it.
     pub fn send(&mut self, frame_type: FrameType, payload: Bytes) -> Result<(), SendError> {
         if matches!(
             frame_type,
