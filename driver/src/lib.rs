@@ -20,6 +20,6 @@ pub use mesh::{
 };
 pub use runtime::{BoxFuture, Incoming, MeshTransport, Runtime, TransportListener};
 pub use sockets::{Accepted, Sockets, TcpTransport, WsTransport};
-pub use stream::{ws_config, ws_path_check, MeshStream, ReadHalf, WriteHalf};
+pub use stream::{ws_config, ws_path_check, MeshStream, ReadHalf, WriteHalf, READ_BUFFER};
 
 pub use weft_mesh;
