@@ -21,6 +21,7 @@
 //! a.shutdown().await;
 //! # Ok(()) }
 //! ```
+#![warn(missing_docs)]
 
 use std::future::Future;
 use std::io;

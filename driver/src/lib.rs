@@ -4,6 +4,7 @@
 //!
 //! Applications use it through `weft-mesh-tokio` or `weft-mesh-smol`, which only
 //! implement [`Runtime`] (spawn, sleep, connect, listen) for their runtime.
+#![warn(missing_docs)]
 
 mod addr;
 mod event_loop;
