@@ -103,7 +103,9 @@ pub(crate) struct Setup<R> {
 struct Conn {
     writer: Option<async_channel::Sender<Vec<u8>>>,
     in_flight: usize,
-    reader: Option<AbortHandle>,
+    /// Abort the reader and the writer task (a writer can block on a peer that stopped
+    /// reading; nothing else would ever end it).
+    tasks: Vec<AbortHandle>,
     span: Span,
 }
 
@@ -113,7 +115,7 @@ impl Conn {
         Conn {
             writer: None,
             in_flight: 0,
-            reader: None,
+            tasks: Vec::new(),
             span,
         }
     }
@@ -252,9 +254,7 @@ impl<R: Runtime> EventLoop<R> {
             task.abort();
         }
         for (_, conn) in self.conns.drain() {
-            if let Some(r) = conn.reader {
-                r.abort();
-            }
+            conn.tasks.iter().for_each(AbortHandle::abort);
         }
         for (_, reply) in self.sends.drain() {
             let _ = reply.send(Err(MeshError::Stopped));
@@ -363,7 +363,7 @@ impl<R: Runtime> EventLoop<R> {
         let (tx, rx) = async_channel::bounded::<Vec<u8>>(IN_FLIGHT);
         entry.writer = Some(tx);
         let io = self.io_tx.clone();
-        self.runtime.spawn(
+        let (write_task, write_handle) = future::abortable(
             async move {
                 let mut error = None;
                 while let Ok(buf) = rx.recv().await {
@@ -391,6 +391,8 @@ impl<R: Runtime> EventLoop<R> {
             }
             .instrument(entry.span.clone()),
         );
+        entry.tasks.push(write_handle);
+        self.runtime.spawn(write_task.map(|_| ()));
         let io = self.io_tx.clone();
         let (read_task, handle) = future::abortable(async move {
             // One buffer for the connection's life; each read hands over a copy of just
@@ -423,7 +425,7 @@ impl<R: Runtime> EventLoop<R> {
             }
             .ok();
         });
-        entry.reader = Some(handle);
+        entry.tasks.push(handle);
         self.runtime
             .spawn(read_task.map(|_| ()).instrument(entry.span.clone()));
     }
@@ -462,13 +464,14 @@ impl<R: Runtime> EventLoop<R> {
                         c.span.in_scope(|| debug!("closed"));
                         // Dropping the writer's sender lets it write what is queued and
                         // shut down its side. The reader keeps draining until the peer
-                        // closes too (or LINGER passes): closing a socket with unread
-                        // bytes sends a reset, which would destroy our Close record.
-                        if let Some(reader) = c.reader {
+                        // closes too: closing a socket with unread bytes sends a reset,
+                        // which would destroy our Close record. After LINGER both tasks
+                        // end whatever the peer does, and the socket with them.
+                        if !c.tasks.is_empty() {
                             let sleep = self.runtime.sleep(LINGER);
                             self.runtime.spawn(async move {
                                 sleep.await;
-                                reader.abort();
+                                c.tasks.iter().for_each(AbortHandle::abort);
                             });
                         }
                     }

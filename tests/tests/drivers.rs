@@ -339,3 +339,64 @@ async fn a_slow_subscriber_loses_no_acknowledged_message() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_does_not_pin_our_socket_after_close() {
+    use tokio::io::AsyncWriteExt as _;
+    // a dials b through a forwarder that, once the link is up, stops forwarding (and
+    // stops reading what a writes), so a's writer blocks on a full socket.
+    let (b, mut be) = start(Tokio, |x| x.listen("tcp://127.0.0.1:0")).await;
+    let target = b.local_addrs()[0].host_port().to_owned();
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = format!("tcp://{}", proxy.local_addr().unwrap());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let forwarder = tokio::spawn(async move {
+        let (from_a, _) = proxy.accept().await.unwrap();
+        let to_b = tokio::net::TcpStream::connect(target).await.unwrap();
+        let (mut ar, mut aw) = from_a.into_split();
+        let (mut br, mut bw) = to_b.into_split();
+        let (mut stop_ab, mut stop_ba) = (stop_rx.clone(), stop_rx);
+        let b_to_a = tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::io::copy(&mut br, &mut aw) => {}
+                _ = stop_ba.wait_for(|s| *s) => {}
+            }
+            aw
+        });
+        tokio::select! {
+            _ = tokio::io::copy(&mut ar, &mut bw) => {}
+            _ = stop_ab.wait_for(|s| *s) => {}
+        }
+        let mut aw = b_to_a.await.unwrap();
+        // Once a has closed, its socket must really be gone: writing to it then fails
+        // (reset). A socket pinned by a blocked writer task would keep accepting bytes.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        for _ in 0..300 {
+            if aw.write_all(&[0u8; 1024]).await.is_err() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(ar);
+        Err(())
+    });
+    let (a, mut ae) = start(Tokio, |x| x.seed(proxy_addr)).await;
+    peer_up(&mut ae).await;
+    peer_up(&mut be).await;
+    stop_tx.send(true).unwrap();
+    // Fill a's socket and queue: these sends cannot complete.
+    for _ in 0..8 {
+        let (a, to) = (a.clone(), b.node_id());
+        tokio::spawn(async move { a.send(to, Bytes::from(vec![1u8; 4 << 20])).await });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    timeout(WAIT, a.shutdown())
+        .await
+        .expect("shutdown returns despite the stalled peer");
+    let released = forwarder.await.unwrap();
+    assert!(
+        released.is_ok(),
+        "a's socket was still open seconds after the close"
+    );
+    b.shutdown().await;
+}
