@@ -16,6 +16,9 @@
 //!   reassembly, rekey.
 //! * [`link`]: one connection's whole life, from the first handshake byte to the
 //!   close reason, as a single state machine.
+//! * [`node`]: every link of a process, at most one per peer, seed redialing and
+//!   acknowledged direct messages: the one object a driver steps.
+//! * [`dedup`]: the duplicate filter for relayed envelopes (for the mesh layer).
 //!
 //! The wire format is specified byte by byte in `PROTOCOL.md` at the repository root.
 //!

@@ -3,7 +3,8 @@
 //! TCP/WebSocket byte-stream adaptation, identity files and the [`Mesh`] handle.
 //!
 //! Applications use it through `weft-mesh-tokio` or `weft-mesh-smol`, which only
-//! implement [`Runtime`] (spawn, sleep, connect, listen) for their runtime.
+//! implement [`Runtime`] (spawn, sleep, the transports) and [`Sockets`] (the socket
+//! primitives the built-in TCP and WebSocket transports need) for their runtime.
 #![warn(missing_docs)]
 
 mod addr;

@@ -512,6 +512,30 @@ fn link_pair_exchanges_frames() {
         });
 }
 
+/// An IK initiator and a responder after the first `count` handshake messages
+/// (1: the responder has read message 1; 2: the initiator is established too), with the
+/// time and a transmit buffer.
+fn ik_after_messages(count: usize) -> (Instant, Link, Link, Vec<u8>) {
+    use weft_mesh::link::MAX_TRANSMIT;
+    use weft_mesh_fuzz::{new_initiator, new_responder};
+
+    let now = Instant::ZERO;
+    let (mut initiator, mut responder) = (new_initiator(Dial::Known), new_responder());
+    let mut buf = vec![0u8; MAX_TRANSMIT];
+    for i in 0..count {
+        let (from, to) = if i % 2 == 0 {
+            (&mut initiator, &mut responder)
+        } else {
+            (&mut responder, &mut initiator)
+        };
+        let n = from
+            .poll_transmit(now, &mut buf)
+            .expect("an IK handshake message");
+        to.handle_bytes(now, &buf[..n]);
+    }
+    (now, initiator, responder, buf)
+}
+
 /// Regression (was a core bug): an IK responder that has read only the initiator's first message (which
 /// may be a replay) is not established (`is_established()` is false, no `Established`
 /// event, `peer()` is `None`), yet `send` queues an application frame, which the link
@@ -519,17 +543,9 @@ fn link_pair_exchanges_frames() {
 /// as it does in every other state before `Established`.
 #[test]
 fn ik_responder_refuses_send_before_key_confirmation() {
-    use weft_mesh::link::{SendError, MAX_TRANSMIT};
-    use weft_mesh_fuzz::{new_initiator, new_responder};
+    use weft_mesh::link::SendError;
 
-    let now = Instant::ZERO;
-    let mut initiator = new_initiator(Dial::Known);
-    let mut responder = new_responder();
-    let mut buf = vec![0u8; MAX_TRANSMIT];
-    let n = initiator
-        .poll_transmit(now, &mut buf)
-        .expect("IK first message");
-    responder.handle_bytes(now, &buf[..n]);
+    let (_, _initiator, mut responder, _) = ik_after_messages(1);
     assert!(!responder.is_established());
     assert!(responder.peer().is_none());
     assert_eq!(responder.poll_event(), None);
@@ -550,21 +566,7 @@ fn ik_responder_refuses_send_before_key_confirmation() {
 /// without the proof as a handshake failure of its own.
 #[test]
 fn ik_close_right_after_established_still_sends_the_proof_first() {
-    use weft_mesh::link::MAX_TRANSMIT;
-    use weft_mesh_fuzz::{new_initiator, new_responder};
-
-    let now = Instant::ZERO;
-    let mut initiator = new_initiator(Dial::Known);
-    let mut responder = new_responder();
-    let mut buf = vec![0u8; MAX_TRANSMIT];
-    let n = initiator
-        .poll_transmit(now, &mut buf)
-        .expect("IK message 1");
-    responder.handle_bytes(now, &buf[..n]);
-    let n = responder
-        .poll_transmit(now, &mut buf)
-        .expect("IK message 2");
-    initiator.handle_bytes(now, &buf[..n]);
+    let (now, mut initiator, mut responder, mut buf) = ik_after_messages(2);
     assert!(initiator.is_established());
     initiator.close(now, CloseReason::Normal);
     while let Some(n) = initiator.poll_transmit(now, &mut buf) {
@@ -590,21 +592,7 @@ fn ik_close_right_after_established_still_sends_the_proof_first() {
 /// should accept it anywhere in the first record).
 #[test]
 fn ik_heartbeat_at_established_does_not_overtake_the_proof() {
-    use weft_mesh::link::MAX_TRANSMIT;
-    use weft_mesh_fuzz::{new_initiator, new_responder};
-
-    let now = Instant::ZERO;
-    let mut initiator = new_initiator(Dial::Known);
-    let mut responder = new_responder();
-    let mut buf = vec![0u8; MAX_TRANSMIT];
-    let n = initiator
-        .poll_transmit(now, &mut buf)
-        .expect("IK message 1");
-    responder.handle_bytes(now, &buf[..n]);
-    let n = responder
-        .poll_transmit(now, &mut buf)
-        .expect("IK message 2");
-    initiator.handle_bytes(now, &buf[..n]);
+    let (now, mut initiator, mut responder, mut buf) = ik_after_messages(2);
     assert!(initiator.is_established());
     initiator
         .send(FrameType::Heartbeat, Bytes::from_static(b"ping"))

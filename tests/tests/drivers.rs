@@ -76,6 +76,26 @@ async fn message(events: &mut Events) -> (NodeId, Bytes) {
     .await
 }
 
+/// A listener for a test forwarder in front of `target`: its `tcp://` address, and
+/// the pair (accepted socket, socket connected to `target`) once someone dials it.
+async fn forwarder_sockets(
+    target: String,
+) -> (
+    String,
+    impl std::future::Future<Output = (tokio::net::TcpStream, tokio::net::TcpStream)>,
+) {
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("tcp://{}", proxy.local_addr().unwrap());
+    let sockets = async move {
+        let (inbound, _) = proxy.accept().await.unwrap();
+        (
+            inbound,
+            tokio::net::TcpStream::connect(target).await.unwrap(),
+        )
+    };
+    (addr, sockets)
+}
+
 /// Two nodes, `b` seeded with `a`: up (hybrid), messages both ways, orderly close.
 async fn pair<A: Runtime, B: Runtime>(ra: A, rb: B, listen: &str) {
     let (a, mut ae) = start(ra, |b| b.listen(listen)).await;
@@ -239,11 +259,9 @@ async fn a_peer_whose_socket_dies_is_reported_down() {
     // b reaches a through a forwarder that we then kill: no Close frame, just a dead socket.
     let (a, mut ae) = start(Tokio, |b| b.listen("tcp://127.0.0.1:0")).await;
     let target = a.local_addrs()[0].host_port().to_owned();
-    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_addr = format!("tcp://{}", proxy.local_addr().unwrap());
+    let (proxy_addr, sockets) = forwarder_sockets(target).await;
     let forwarder = tokio::spawn(async move {
-        let (mut inbound, _) = proxy.accept().await.unwrap();
-        let mut outbound = tokio::net::TcpStream::connect(target).await.unwrap();
+        let (mut inbound, mut outbound) = sockets.await;
         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
     });
     let (b, mut be) = start(Tokio, |x| x.seed(proxy_addr)).await;
@@ -347,12 +365,10 @@ async fn a_peer_that_stops_reading_does_not_pin_our_socket_after_close() {
     // stops reading what a writes), so a's writer blocks on a full socket.
     let (b, mut be) = start(Tokio, |x| x.listen("tcp://127.0.0.1:0")).await;
     let target = b.local_addrs()[0].host_port().to_owned();
-    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_addr = format!("tcp://{}", proxy.local_addr().unwrap());
+    let (proxy_addr, sockets) = forwarder_sockets(target).await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let forwarder = tokio::spawn(async move {
-        let (from_a, _) = proxy.accept().await.unwrap();
-        let to_b = tokio::net::TcpStream::connect(target).await.unwrap();
+        let (from_a, to_b) = sockets.await;
         let (mut ar, mut aw) = from_a.into_split();
         let (mut br, mut bw) = to_b.into_split();
         let (mut stop_ab, mut stop_ba) = (stop_rx.clone(), stop_rx);

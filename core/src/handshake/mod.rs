@@ -6,13 +6,16 @@
 //! XX  I->R  [ver][pattern] e            pre-hello {flags, ML-KEM ek?}       (clear, hashed)
 //!     R->I  e, ee, s, es                {hello_R, proof_R, ct?}
 //!     I->R  s, se                       {hello_I, proof_I}
-//! IK  I->R  [ver][pattern] e, es, s, ss {hello_I, proof_I, ek?}
+//! IK  I->R  [ver][pattern] e, es, s, ss {hello_I, ek?}                   (unsigned)
 //!     R->I  e, ee, se                   {hello_R, proof_R, ct?}
+//!     I->R  first record                Handshake frame: proof_I over the final h
 //! ```
 //!
 //! [`Handshake`] works on whole transport bodies; [`crate::link::Link`] adds the
 //! transport framing and timeouts. Nothing about the peer is committed until the
-//! handshake finishes: a replayed first message only costs the responder CPU.
+//! handshake finishes: a replayed first message only costs the responder CPU (an IK
+//! responder waits for the initiator's proof in its first record before it reports
+//! the peer).
 //!
 //! Rejections found by the responder while it can still finish (a genesis
 //! mismatch, a policy violation, ...) are *deferred*: it completes the handshake
