@@ -89,6 +89,15 @@ impl NodeProcess {
     }
 }
 
+impl Drop for NodeProcess {
+    /// A failed assertion must not leave the node running (it would hold the test's
+    /// output pipe open).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn send(seed: &str, to: &str, extra: &[&str], data: &str) -> (bool, String) {
     let out = Command::new(BIN)
         .args(["send", "--seed", seed, "--to", to, "--timeout", "5"])

@@ -138,7 +138,9 @@ impl fmt::Display for SendFailure {
 #[derive(Clone, PartialEq, Eq, Debug)]
 #[non_exhaustive]
 pub enum NodeEvent {
-    /// A peer is connected and authenticated.
+    /// A peer is connected and authenticated. On a link we dialed with Noise XX the
+    /// peer judges our hello only after this (one half round trip later): if it
+    /// refuses, a `PeerDown` with the handshake reason follows.
     PeerUp {
         /// The peer.
         node: NodeId,

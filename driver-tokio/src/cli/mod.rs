@@ -10,8 +10,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
 use weft_mesh::handshake::PqPolicy;
+use weft_mesh::node::SendFailure;
 use weft_mesh::{CloseReason, NodeId};
-use weft_mesh_tokio::{identity_file, Mesh, MeshBuilder, MeshEvent, DEV_GENESIS};
+use weft_mesh_tokio::{identity_file, Mesh, MeshBuilder, MeshError, MeshEvent, DEV_GENESIS};
 
 use output::Output;
 
@@ -236,30 +237,39 @@ async fn send(
         .connect_timeout(timeout);
     let mut events = builder.subscribe();
     let mesh = builder.start().await.map_err(|e| e.to_string())?;
+    let data = Bytes::from(data.into_bytes());
     let result = tokio::time::timeout(timeout, async {
-        let mut last_problem = None;
         loop {
             match events.next().await {
-                Some(MeshEvent::PeerUp { node, .. }) if node == to => break,
+                Some(MeshEvent::PeerUp { node, .. }) if node == to => {
+                    match mesh.send(to, data.clone()).await {
+                        Ok(()) => return Ok(()),
+                        // An XX responder judges our hello after our side is up: if it
+                        // refused, the link is gone before the send and a PeerDown with
+                        // the reason follows.
+                        Err(MeshError::NotConnected(_)) => {}
+                        Err(MeshError::Undelivered(SendFailure::LinkClosed(reason)))
+                            if is_final(reason) =>
+                        {
+                            return Err(describe(reason, &seed));
+                        }
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
                 Some(MeshEvent::PeerUp { node, .. }) => {
                     return Err(format!(
                         "{seed} is node {node}, not {to} (relaying arrives with the mesh layer)"
                     ));
                 }
-                Some(MeshEvent::Rejected { reason, .. } | MeshEvent::PeerDown { reason, .. }) => {
-                    if is_final(reason) {
-                        return Err(describe(reason, &seed));
-                    }
-                    last_problem = Some(reason);
+                Some(MeshEvent::Rejected { reason, .. } | MeshEvent::PeerDown { reason, .. })
+                    if is_final(reason) =>
+                {
+                    return Err(describe(reason, &seed));
                 }
                 Some(_) => {}
                 None => return Err("stopped".into()),
             }
-            let _ = last_problem;
         }
-        mesh.send(to, Bytes::from(data.into_bytes()))
-            .await
-            .map_err(|e| e.to_string())
     })
     .await;
     mesh.shutdown().await;
