@@ -58,6 +58,7 @@ pub mod frame;
 pub mod handshake;
 pub mod identity;
 pub mod link;
+pub mod mesh;
 pub mod node;
 pub mod reason;
 pub mod record;

@@ -14,6 +14,8 @@ pub enum CloseReason {
     Normal,
     /// Another link to the same peer is kept instead of this one.
     DuplicateLink,
+    /// This node is banned from the cluster.
+    Banned,
     /// The peer speaks another protocol version.
     UnsupportedVersion,
     /// A handshake message or payload could not be parsed.
@@ -67,6 +69,7 @@ impl CloseReason {
         match self {
             CloseReason::Normal => 0x0000,
             CloseReason::DuplicateLink => 0x0001,
+            CloseReason::Banned => 0x0002,
             CloseReason::UnsupportedVersion => 0x0101,
             CloseReason::MalformedHandshake => 0x0102,
             CloseReason::HandshakeFailed => 0x0103,
@@ -93,9 +96,10 @@ impl CloseReason {
 
     /// The reason a received code stands for.
     pub fn from_code(code: u16) -> CloseReason {
-        const KNOWN: [CloseReason; 22] = [
+        const KNOWN: [CloseReason; 23] = [
             CloseReason::Normal,
             CloseReason::DuplicateLink,
+            CloseReason::Banned,
             CloseReason::UnsupportedVersion,
             CloseReason::MalformedHandshake,
             CloseReason::HandshakeFailed,
@@ -128,6 +132,7 @@ impl CloseReason {
         match self {
             CloseReason::Normal => "normal",
             CloseReason::DuplicateLink => "duplicate_link",
+            CloseReason::Banned => "banned",
             CloseReason::UnsupportedVersion => "unsupported_version",
             CloseReason::MalformedHandshake => "malformed_handshake",
             CloseReason::HandshakeFailed => "handshake_failed",
@@ -182,7 +187,7 @@ mod tests {
                 seen.push(r.name());
             }
         }
-        assert_eq!(seen.len(), 22);
+        assert_eq!(seen.len(), 23);
         assert!(CloseReason::GenesisMismatch.is_handshake_rejection());
         assert!(!CloseReason::DecryptFailed.is_handshake_rejection());
     }

@@ -47,6 +47,10 @@ pub(crate) struct Entry {
     pub up: bool,
     /// Closed because another link to the same peer is kept; its close is not reported.
     pub duplicate: bool,
+    /// The node this dial is meant to reach (on-demand and discovery dials).
+    pub wants: Option<NodeId>,
+    /// The last time an envelope crossed this link.
+    pub last_used: Instant,
     /// The deadline last pushed onto the timer heap.
     armed: Option<Instant>,
 }
@@ -87,6 +91,8 @@ impl Links {
             transmit_pending: false,
             up: false,
             duplicate: false,
+            wants: None,
+            last_used: Instant::ZERO,
             armed: None,
         };
         self.len += 1;

@@ -29,8 +29,10 @@
 //! assert!(std::iter::from_fn(|| a.poll_event()).any(|e| matches!(e, NodeEvent::PeerUp { hybrid: true, .. })));
 //! ```
 
-mod direct;
+mod discovery;
+mod ipc;
 mod links;
+mod outbox;
 mod seeds;
 
 use alloc::collections::{BTreeMap, VecDeque};
@@ -42,15 +44,21 @@ use core::time::Duration;
 
 use bytes::Bytes;
 
-pub use direct::MessageId;
+pub use ipc::RequestToken;
 pub use links::{ConnId, Direction};
+pub use outbox::MessageId;
 
-use crate::frame::{FrameType, MAX_PAYLOAD_LEN};
+use crate::dedup::{DedupConfig, DedupFilter};
+use crate::frame::FrameType;
 use crate::handshake::Remote;
-use crate::link::{Link, LinkConfig, LinkEvent, SendError};
+use crate::link::{Link, LinkConfig, LinkEvent};
+use crate::mesh::discovery::Directory;
+use crate::mesh::routes::Routes;
+use crate::mesh::{Route, Target};
 use crate::{CloseReason, Identity, Instant, NodeId, Rng};
-use direct::{Direct, Outstanding, Pending};
+use discovery::Schedule;
 use links::Links;
+use outbox::Outbox;
 use seeds::{Backoff, SeedState, Seeds};
 
 /// Settings of a node.
@@ -62,12 +70,37 @@ pub struct NodeConfig {
     pub max_links: usize,
     /// Most connections still handshaking at once; more are refused.
     pub max_handshakes: usize,
-    /// A sent message not acknowledged in this time fails with `Timeout`.
+    /// A sent message not acknowledged in this time fails.
     pub message_timeout: Duration,
+    /// First retransmission delay of a relayed envelope (doubles, up to 8×).
+    pub retry_interval: Duration,
+    /// Most unanswered messages and requests; more are refused with `Full`.
+    pub max_pending: usize,
     /// First redial delay of a seed (doubles per failure, with jitter).
     pub redial_min: Duration,
     /// Largest redial delay.
     pub redial_max: Duration,
+    /// Duplicate suppression of envelopes (60 s, 10 000 entries).
+    pub dedup: DedupConfig,
+    /// Most destinations in the routing table.
+    pub max_routes: usize,
+    /// Every route is re-advertised to every neighbour this often.
+    pub route_refresh: Duration,
+    /// Peer exchange, directory expiry, link count and idle checks run this often.
+    pub exchange_interval: Duration,
+    /// Links the node tries to keep, dialing members it learned of.
+    pub target_peers: usize,
+    /// Links (other than seeds) that carried no envelope for this long are closed
+    /// while more than `target_peers` exist.
+    pub idle_close: Option<Duration>,
+    /// Most members in the address directory.
+    pub max_members: usize,
+    /// A member not heard of for this long is forgotten.
+    pub member_ttl: Duration,
+    /// Where this node can be dialed (told to peers when joining and in peer exchange).
+    pub advertise: Vec<String>,
+    /// Nodes refused at the handshake and at join.
+    pub banned: Vec<NodeId>,
 }
 
 impl NodeConfig {
@@ -78,8 +111,20 @@ impl NodeConfig {
             max_links: 1024,
             max_handshakes: 128,
             message_timeout: Duration::from_secs(10),
+            retry_interval: Duration::from_secs(1),
+            max_pending: 10_000,
             redial_min: Duration::from_millis(200),
             redial_max: Duration::from_secs(30),
+            dedup: DedupConfig::default(),
+            max_routes: 4096,
+            route_refresh: Duration::from_secs(5),
+            exchange_interval: Duration::from_secs(5),
+            target_peers: 8,
+            idle_close: Some(Duration::from_secs(300)),
+            max_members: 4096,
+            member_ttl: Duration::from_secs(600),
+            advertise: Vec::new(),
+            banned: Vec::new(),
         }
     }
 
@@ -119,17 +164,24 @@ pub enum Action {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[non_exhaustive]
 pub enum SendFailure {
-    /// No acknowledgement within the message timeout.
+    /// No link or route to the destination, and no way to dial it.
+    NoRoute,
+    /// The destination is more than [`crate::mesh::MAX_HOPS`] links away.
+    HopLimit,
+    /// No answer within the timeout.
     Timeout,
-    /// The link closed before the acknowledgement came.
-    LinkClosed(CloseReason),
+    /// The destination's link closed (with this reason) and it could not be reached
+    /// another way before the timeout.
+    PeerClosed(CloseReason),
 }
 
 impl fmt::Display for SendFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SendFailure::Timeout => f.write_str("no acknowledgement in time"),
-            SendFailure::LinkClosed(r) => write!(f, "link closed: {r}"),
+            SendFailure::NoRoute => f.write_str("no route"),
+            SendFailure::HopLimit => f.write_str("hop limit"),
+            SendFailure::Timeout => f.write_str("no answer in time"),
+            SendFailure::PeerClosed(r) => write!(f, "peer closed: {r}"),
         }
     }
 }
@@ -173,21 +225,47 @@ pub enum NodeEvent {
         /// Whether the peer closed it.
         by_peer: bool,
     },
-    /// A message arrived (and was acknowledged).
+    /// A message arrived (a receipt went back). Each message is reported once.
     Message {
         /// The sender.
+        from: NodeId,
+        /// Whom it is for in this node.
+        target: Target,
+        /// The data.
+        payload: Bytes,
+        /// Links it crossed (1: it came over the sender's own link).
+        hops: u8,
+    },
+    /// A request arrived: answer with [`Node::respond`].
+    Request {
+        /// The requester.
+        from: NodeId,
+        /// Whom it is for in this node.
+        target: Target,
+        /// The data.
+        payload: Bytes,
+        /// Links it crossed.
+        hops: u8,
+        /// Pass it to [`Node::respond`].
+        request: RequestToken,
+    },
+    /// The answer to a [`Node::request`].
+    Response {
+        /// The request.
+        id: MessageId,
+        /// Who answered.
         from: NodeId,
         /// The data.
         payload: Bytes,
     },
-    /// The peer acknowledged a message.
+    /// The destination confirmed a message.
     Delivered {
         /// The recipient.
         to: NodeId,
         /// The message.
         id: MessageId,
     },
-    /// A message was not delivered.
+    /// A message or request failed (no answer will come).
     SendFailed {
         /// The recipient.
         to: NodeId,
@@ -208,6 +286,8 @@ pub enum NodeSendError {
     Full,
     /// The message is larger than a frame allows.
     TooLarge,
+    /// A service name must be 1 to 255 bytes.
+    InvalidTarget,
 }
 
 impl fmt::Display for NodeSendError {
@@ -216,6 +296,7 @@ impl fmt::Display for NodeSendError {
             NodeSendError::NotConnected => "not connected to that node",
             NodeSendError::Full => "send queue full",
             NodeSendError::TooLarge => "message too large",
+            NodeSendError::InvalidTarget => "service name must be 1 to 255 bytes",
         })
     }
 }
@@ -260,6 +341,27 @@ pub struct PeerSummary {
     pub direction: Direction,
 }
 
+/// Counters of the mesh layer, for metrics.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct NodeStats {
+    /// Messages and requests delivered to this node's application.
+    pub delivered: u64,
+    /// Envelopes forwarded for other nodes.
+    pub relayed: u64,
+    /// Copies dropped as duplicates.
+    pub duplicates: u64,
+    /// Envelopes dropped because their source was not authentic.
+    pub forged: u64,
+    /// Envelopes dropped by this relay at the hop limit.
+    pub hop_limit: u64,
+    /// Envelopes this relay had no route for.
+    pub no_route: u64,
+    /// Answers (receipts, responses, failures) with no way back to their destination.
+    pub unroutable: u64,
+    /// Envelopes dropped because a link's send queue was full.
+    pub dropped_full: u64,
+}
+
 /// The node state machine. See the [module docs](self).
 pub struct Node {
     identity: Arc<Identity>,
@@ -269,7 +371,12 @@ pub struct Node {
     handshakes: usize,
     peers: BTreeMap<NodeId, ConnId>,
     seeds: Seeds,
-    outstanding: Outstanding,
+    outbox: Outbox,
+    dedup: DedupFilter,
+    routes: Routes,
+    directory: Directory,
+    schedule: Schedule,
+    stats: NodeStats,
     next_message: u64,
     actions: VecDeque<Action>,
     events: VecDeque<NodeEvent>,
@@ -289,8 +396,18 @@ impl fmt::Debug for Node {
 
 impl Node {
     /// A node with this identity; `rng` seeds every random choice it makes.
-    pub fn new(identity: Arc<Identity>, config: NodeConfig, rng: Rng) -> Self {
+    pub fn new(identity: Arc<Identity>, config: NodeConfig, mut rng: Rng) -> Self {
+        let me = identity.node_id();
         Node {
+            dedup: DedupFilter::new(config.dedup, &mut rng),
+            routes: Routes::new(me, config.max_routes),
+            directory: Directory::new(me, config.max_members, config.member_ttl),
+            schedule: Schedule {
+                advert_at: Instant::ZERO,
+                refresh_at: Instant::ZERO + config.route_refresh,
+                exchange_at: Instant::ZERO + config.exchange_interval,
+            },
+            stats: NodeStats::default(),
             identity,
             config,
             rng,
@@ -298,7 +415,7 @@ impl Node {
             handshakes: 0,
             peers: BTreeMap::new(),
             seeds: Seeds::default(),
-            outstanding: Outstanding::default(),
+            outbox: Outbox::default(),
             next_message: 0,
             actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -401,13 +518,8 @@ impl Node {
                 self.service(conn);
             }
         }
-        for (id, p) in self.outstanding.expired(now) {
-            self.events.push_back(NodeEvent::SendFailed {
-                to: p.to,
-                id: MessageId(id),
-                reason: SendFailure::Timeout,
-            });
-        }
+        self.outbox_timers();
+        self.discovery_timers();
         self.dial_due_seeds(now);
     }
 
@@ -447,39 +559,6 @@ impl Node {
         }
     }
 
-    /// Send `data` to `to` over its link; the result comes later as
-    /// [`NodeEvent::Delivered`] or [`NodeEvent::SendFailed`].
-    pub fn send(
-        &mut self,
-        now: Instant,
-        to: NodeId,
-        data: &[u8],
-    ) -> Result<MessageId, NodeSendError> {
-        self.advance(now);
-        if data.len() + direct::DATA_HEADER > MAX_PAYLOAD_LEN {
-            return Err(NodeSendError::TooLarge);
-        }
-        let conn = *self.peers.get(&to).ok_or(NodeSendError::NotConnected)?;
-        let entry = self
-            .links
-            .get_mut(conn)
-            .ok_or(NodeSendError::NotConnected)?;
-        let id = self.next_message;
-        entry
-            .link
-            .send(FrameType::Message, direct::encode_data(id, data))
-            .map_err(|e| match e {
-                SendError::Full => NodeSendError::Full,
-                SendError::TooLarge => NodeSendError::TooLarge,
-                _ => NodeSendError::NotConnected,
-            })?;
-        self.next_message += 1;
-        let deadline = now + self.config.message_timeout;
-        self.outstanding.insert(id, Pending { to, conn, deadline });
-        self.service(conn);
-        Ok(MessageId(id))
-    }
-
     /// The connected peers.
     pub fn peers(&self) -> impl Iterator<Item = PeerSummary> + '_ {
         self.peers.iter().filter_map(|(node, conn)| {
@@ -492,6 +571,16 @@ impl Node {
                 direction: e.direction,
             })
         })
+    }
+
+    /// The routing table: every node reachable through a neighbour, and how.
+    pub fn routes(&self) -> impl Iterator<Item = (NodeId, Route)> + '_ {
+        self.routes.iter()
+    }
+
+    /// The mesh layer's counters.
+    pub fn stats(&self) -> NodeStats {
+        self.stats
     }
 
     /// Write `conn`'s next transmission into `buf` (see [`Link::poll_transmit`]).
@@ -521,7 +610,8 @@ impl Node {
         let peers = &self.peers;
         [
             self.links.next_deadline(),
-            self.outstanding.next_deadline(),
+            self.outbox.next_deadline(),
+            self.discovery_deadline(),
             // At capacity a due seed cannot be dialed: it waits until a link or a
             // handshake slot frees up (every such change comes with an input, after
             // which the driver asks again), instead of a deadline stuck at `now`.
@@ -553,6 +643,10 @@ impl Node {
                     frame_type: FrameType::Message,
                     payload,
                 } => self.on_message(conn, payload),
+                LinkEvent::Frame {
+                    frame_type: FrameType::Discovery,
+                    payload,
+                } => self.on_discovery(conn, &payload),
                 LinkEvent::Frame { .. } | LinkEvent::SendReady => {}
                 LinkEvent::Closed { reason, by_peer } => self.on_closed(conn, reason, by_peer),
             }
@@ -578,6 +672,11 @@ impl Node {
             return;
         };
         entry.peer = Some(node);
+        entry.last_used = self.now;
+        if self.config.banned.contains(&node) {
+            entry.link.close(self.now, CloseReason::Banned);
+            return;
+        }
         let (direction, addr, seed) = (entry.direction, entry.addr.clone(), entry.seed);
         if let Some(seed) = seed.and_then(|i| self.seeds.get_mut(i)) {
             seed.node = Some(node);
@@ -616,32 +715,7 @@ impl Node {
             hybrid,
             direction,
         });
-    }
-
-    fn on_message(&mut self, conn: ConnId, payload: Bytes) {
-        let Some(entry) = self.links.get_mut(conn) else {
-            return;
-        };
-        let Some(from) = entry.peer else { return };
-        match direct::decode(&payload) {
-            Some(Direct::Data { id, data }) => {
-                // An ack that does not fit the queue is dropped; the sender times out.
-                let _ = entry.link.send(FrameType::Message, direct::encode_ack(id));
-                self.events.push_back(NodeEvent::Message {
-                    from,
-                    payload: data,
-                });
-            }
-            Some(Direct::Ack { id }) => {
-                if let Some(p) = self.outstanding.ack(id, conn) {
-                    self.events.push_back(NodeEvent::Delivered {
-                        to: p.to,
-                        id: MessageId(id),
-                    });
-                }
-            }
-            None => entry.link.close(self.now, CloseReason::MalformedFrame),
-        }
+        self.discovery_peer_up(conn, node, direction);
     }
 
     fn on_closed(&mut self, conn: ConnId, reason: CloseReason, by_peer: bool) {
@@ -654,17 +728,10 @@ impl Node {
         if peer.is_none() {
             self.handshakes = self.handshakes.saturating_sub(1);
         }
-        for (id, p) in self.outstanding.on_conn(conn) {
-            let reason = SendFailure::LinkClosed(reason);
-            self.events.push_back(NodeEvent::SendFailed {
-                to: p.to,
-                id: MessageId(id),
-                reason,
-            });
-        }
         match peer {
             Some(node) if up => {
                 self.peers.remove(&node);
+                self.discovery_peer_down(&node);
                 self.events.push_back(NodeEvent::PeerDown {
                     node,
                     reason,
@@ -680,6 +747,7 @@ impl Node {
             }),
             None => {}
         }
+        self.resend_from(conn, peer, reason);
     }
 
     /// Drop a drained link and tell the driver to close its socket.

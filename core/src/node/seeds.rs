@@ -58,6 +58,11 @@ impl Seeds {
         self.list.iter_mut().enumerate()
     }
 
+    /// Whether some seed is known to lead to `node` (it will be redialed).
+    pub(crate) fn leads_to(&self, node: &NodeId) -> bool {
+        self.list.iter().any(|s| s.node.as_ref() == Some(node))
+    }
+
     /// The earliest instant a seed wants dialing.
     pub(crate) fn next_deadline(&self, connected: impl Fn(&NodeId) -> bool) -> Option<Instant> {
         self.list

@@ -6,6 +6,8 @@ use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::vec;
 
+use crate::mesh::Target;
+
 /// Nodes named `n0`, `n1`, ...; a dial to `"nJ"` reaches node J.
 struct Net {
     nodes: Vec<Node>,
@@ -128,18 +130,28 @@ fn a_seed_connects_and_messages_are_acknowledged() {
     assert_eq!(peers.len(), 1);
     assert!(peers[0].hybrid && peers[0].direction == Direction::Outbound);
     let (b, a) = (net.id(1), net.id(0));
-    let id = net.nodes[0].send(net.now, b, b"hello").unwrap();
+    let id = net.nodes[0]
+        .send(net.now, b, Target::Node, b"hello")
+        .unwrap();
     net.run();
     assert!(net.events[1].contains(&NodeEvent::Message {
         from: a,
-        payload: Bytes::from_static(b"hello")
+        target: Target::Node,
+        payload: Bytes::from_static(b"hello"),
+        hops: 1,
     }));
     assert!(net.events[0].contains(&NodeEvent::Delivered { to: b, id }));
-    let me = net.id(0);
-    assert_eq!(
-        net.nodes[0].send(net.now, me, b"x"),
-        Err(NodeSendError::NotConnected)
-    );
+    // No link, no route, no address: fails at once with a reason.
+    let nobody = NodeId::from_bytes([9; 32]);
+    let id = net.nodes[0]
+        .send(net.now, nobody, Target::Node, b"x")
+        .unwrap();
+    let failed = NodeEvent::SendFailed {
+        to: nobody,
+        id,
+        reason: SendFailure::NoRoute,
+    };
+    assert!(net.events[0].contains(&failed) || net.nodes[0].poll_event() == Some(failed));
 }
 
 #[test]
@@ -172,7 +184,9 @@ fn simultaneous_dials_leave_exactly_one_link() {
         "both kept the same link"
     );
     let a = net.id(0);
-    let id = net.nodes[1].send(net.now, a, b"still works").unwrap();
+    let id = net.nodes[1]
+        .send(net.now, a, Target::Node, b"still works")
+        .unwrap();
     net.run();
     assert!(net.events[1].contains(&NodeEvent::Delivered { to: net.id(0), id }));
 }
@@ -206,7 +220,9 @@ fn unacknowledged_messages_fail_with_a_reason() {
     net.advance(Duration::ZERO);
     let b = net.id(1);
     net.mute = Some(1);
-    let id = net.nodes[0].send(net.now, b, b"into the void").unwrap();
+    let id = net.nodes[0]
+        .send(net.now, b, Target::Node, b"into the void")
+        .unwrap();
     net.run();
     net.advance(Duration::from_secs(10));
     let failed = NodeEvent::SendFailed {
@@ -215,13 +231,17 @@ fn unacknowledged_messages_fail_with_a_reason() {
         reason: SendFailure::Timeout,
     };
     assert!(net.events[0].contains(&failed));
-    // A message outstanding when the link closes fails with the close reason.
-    let id = net.nodes[0].send(net.now, b, b"again").unwrap();
-    let conn = net.nodes[0].peers().next().unwrap().conn;
-    net.nodes[0].close(net.now, conn, CloseReason::Normal);
+    // The seed's side can redial, so its message waits for the link to come back; the
+    // side that was dialed cannot: its message fails with the close reason at once.
+    let a = net.id(0);
+    let id = net.nodes[1]
+        .send(net.now, a, Target::Node, b"again")
+        .unwrap();
+    let conn = net.nodes[1].peers().next().unwrap().conn;
+    net.nodes[1].close(net.now, conn, CloseReason::Normal);
     net.run();
-    let reason = SendFailure::LinkClosed(CloseReason::Normal);
-    assert!(net.events[0].contains(&NodeEvent::SendFailed { to: b, id, reason }));
+    let reason = SendFailure::PeerClosed(CloseReason::Normal);
+    assert!(net.events[1].contains(&NodeEvent::SendFailed { to: a, id, reason }));
 }
 
 #[test]
@@ -283,5 +303,209 @@ fn shutdown_closes_every_link_and_stops_redialing() {
             )
         });
         assert!(down, "node {j} saw an orderly close");
+    }
+}
+
+/// `n0 - n1 - n2`: both ends dial the middle; routes spread by advertisement.
+fn line3() -> Net {
+    let mut net = Net::new(3, config());
+    net.nodes[0].add_seed(net.now, "n1");
+    net.nodes[2].add_seed(net.now, "n1");
+    net.advance(Duration::ZERO);
+    net.advance(Duration::from_millis(50));
+    net
+}
+
+fn messages(net: &Net, i: usize) -> Vec<(NodeId, Bytes, u8)> {
+    net.events[i]
+        .iter()
+        .filter_map(|e| match e {
+            NodeEvent::Message {
+                from,
+                payload,
+                hops,
+                ..
+            } => Some((*from, payload.clone(), *hops)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_relay_carries_messages_and_requests_between_nodes_without_a_link() {
+    let mut net = line3();
+    let (a, b, c) = (net.id(0), net.id(1), net.id(2));
+    assert!(net.nodes[0].peers().all(|p| p.node == b));
+    let route = net.nodes[0]
+        .routes()
+        .find(|(d, _)| *d == c)
+        .expect("route to n2");
+    assert_eq!(
+        route.1,
+        Route {
+            next_hop: b,
+            hops: 2
+        }
+    );
+
+    let id = net.nodes[0]
+        .send(
+            net.now,
+            c,
+            Target::Service("inbox".into()),
+            b"over the relay",
+        )
+        .unwrap();
+    net.run();
+    assert_eq!(
+        messages(&net, 2),
+        vec![(a, Bytes::from_static(b"over the relay"), 2)]
+    );
+    assert!(net.events[0].contains(&NodeEvent::Delivered { to: c, id }));
+    assert_eq!(
+        net.nodes[1].stats().relayed,
+        2,
+        "the message and its receipt"
+    );
+
+    let id = net.nodes[0]
+        .request(net.now, c, Target::Pid(7), b"ping", Duration::from_secs(5))
+        .unwrap();
+    net.run();
+    let token = net.events[2]
+        .iter()
+        .find_map(|e| match e {
+            NodeEvent::Request {
+                request, target, ..
+            } if *target == Target::Pid(7) => Some(*request),
+            _ => None,
+        })
+        .expect("request arrived");
+    net.nodes[2].respond(net.now, token, b"pong").unwrap();
+    net.run();
+    assert!(net.events[0].contains(&NodeEvent::Response {
+        id,
+        from: c,
+        payload: Bytes::from_static(b"pong")
+    }));
+}
+
+#[test]
+fn a_forged_source_is_rejected_by_the_destination() {
+    let mut net = line3();
+    let (a, c) = (net.id(0), net.id(2));
+    // n1 writes envelopes that claim to come from n0: unsigned, and signed with its own key.
+    let header = crate::mesh::envelope::Header {
+        kind: crate::mesh::Kind::Data,
+        hop_count: 1,
+        attempt: 0,
+        source: a,
+        dest: c,
+        id: [1; 16],
+        reply_to: [0; 16],
+        target: Target::Node,
+    };
+    let forger = net.nodes[1].identity.clone();
+    let conn = *net.nodes[1].peers.get(&c).unwrap();
+    for signer in [None, Some(&*forger)] {
+        let bytes = crate::mesh::envelope::encode(&header, b"forged", signer);
+        let e = net.nodes[1].links.get_mut(conn).unwrap();
+        e.link.send(FrameType::Message, bytes).unwrap();
+        net.nodes[1].service(conn);
+        net.run();
+    }
+    assert!(messages(&net, 2).is_empty());
+    assert_eq!(net.nodes[2].stats().forged, 2);
+    // A relay that alters a signed envelope is caught the same way.
+    let mut bytes =
+        crate::mesh::envelope::encode(&header, b"genuine", Some(&*net.nodes[0].identity)).to_vec();
+    let at = bytes.len() - 97;
+    bytes[at] ^= 1;
+    let e = net.nodes[1].links.get_mut(conn).unwrap();
+    e.link.send(FrameType::Message, Bytes::from(bytes)).unwrap();
+    net.nodes[1].service(conn);
+    net.run();
+    assert!(messages(&net, 2).is_empty());
+    assert_eq!(net.nodes[2].stats().forged, 3);
+}
+
+#[test]
+fn a_duplicate_is_delivered_once_and_acknowledged_again() {
+    let mut net = line3();
+    let (a, c) = (net.id(0), net.id(2));
+    let header = crate::mesh::envelope::Header {
+        kind: crate::mesh::Kind::Data,
+        hop_count: 0,
+        attempt: 0,
+        source: a,
+        dest: c,
+        id: [9; 16],
+        reply_to: [0; 16],
+        target: Target::Node,
+    };
+    let conn = *net.nodes[0].peers.get(&net.id(1)).unwrap();
+    for attempt in 0..3u8 {
+        let header = crate::mesh::envelope::Header {
+            attempt,
+            ..header.clone()
+        };
+        let bytes =
+            crate::mesh::envelope::encode(&header, b"once", Some(&*net.nodes[0].identity.clone()));
+        let e = net.nodes[0].links.get_mut(conn).unwrap();
+        e.link.send(FrameType::Message, bytes).unwrap();
+        net.nodes[0].service(conn);
+        net.run();
+    }
+    assert_eq!(messages(&net, 2).len(), 1);
+    assert_eq!(net.nodes[2].stats().duplicates, 2);
+}
+
+#[test]
+fn a_banned_node_is_refused() {
+    let mut c = config();
+    let mut rng = Rng::from_seed([42; 32]);
+    let first = Identity::generate(&mut rng).node_id();
+    c.banned = vec![first];
+    let mut net = Net::new(2, c);
+    assert_eq!(net.id(0), first, "same identities as Net::new draws");
+    net.nodes[0].add_seed(net.now, "n1");
+    net.advance(Duration::ZERO);
+    net.advance(Duration::from_millis(10));
+    assert!(net.nodes[1].peers().next().is_none());
+    assert!(net.events[0].iter().any(|e| matches!(
+        e,
+        NodeEvent::PeerDown {
+            reason: CloseReason::Banned,
+            ..
+        } | NodeEvent::Rejected {
+            reason: CloseReason::Banned,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn joining_and_peer_exchange_fill_the_directory_and_dial_members() {
+    let mut c = config();
+    c.target_peers = 3;
+    let mut net = Net::new(4, c);
+    for i in 0..4 {
+        net.nodes[i].config.advertise = vec![format!("n{i}")];
+    }
+    // Everyone joins through n0; n0 tells later joiners about earlier ones.
+    for i in 1..4 {
+        net.nodes[i].add_seed(net.now, "n0");
+        net.advance(Duration::ZERO);
+        net.advance(Duration::from_millis(10));
+    }
+    for _ in 0..4 {
+        net.advance(Duration::from_secs(5));
+    }
+    for i in 0..4 {
+        assert_eq!(
+            net.nodes[i].peers().count(),
+            3,
+            "n{i} is linked to everyone"
+        );
     }
 }

@@ -160,6 +160,14 @@ impl Sim {
         while let Some(event) = self.hosts[n.0].node.as_mut().and_then(|x| x.poll_event()) {
             let text = describe(&event, |id| self.short(id));
             self.log(format!("{n} {text}"));
+            if let (true, NodeEvent::Request { request, payload, .. }) =
+                (self.config.echo_requests, &event)
+            {
+                let now = self.now;
+                if let Some(node) = self.hosts[n.0].node.as_mut() {
+                    let _ = node.respond(now, *request, payload);
+                }
+            }
             let host = &mut self.hosts[n.0];
             host.events.push(super::Recorded {
                 at: self.now,

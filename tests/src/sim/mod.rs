@@ -58,6 +58,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weft_mesh::link::{MAX_TRANSMIT, MIN_TRANSMIT};
+use weft_mesh::mesh::Target;
 use weft_mesh::node::{MessageId, Node, NodeConfig, NodeEvent, NodeSendError};
 use weft_mesh::{CloseReason, Identity, Instant, NodeId, Rng};
 
@@ -107,6 +108,8 @@ pub struct SimConfig {
     pub trace_tail: usize,
     /// Keep every trace line (for diffing two runs), not only the hash and the tail.
     pub keep_full_trace: bool,
+    /// Every node answers every request with its payload, like an echo service.
+    pub echo_requests: bool,
 }
 
 impl Default for SimConfig {
@@ -119,6 +122,7 @@ impl Default for SimConfig {
             genesis: [0x5e; 32],
             trace_tail: 64,
             keep_full_trace: false,
+            echo_requests: true,
         }
     }
 }
@@ -272,12 +276,35 @@ impl Sim {
         let now = self.now;
         let to = self.node_id(b);
         let result = match &mut self.hosts[a.0].node {
-            Some(node) => node.send(now, to, data),
+            Some(node) => node.send(now, to, Target::Node, data),
             None => Err(NodeSendError::NotConnected),
         };
         match &result {
             Ok(id) => self.log(format!("{a} send to={b} id={} len={}", id.0, data.len())),
             Err(e) => self.log(format!("{a} send to={b} len={} refused: {e}", data.len())),
+        }
+        self.step(a);
+        result
+    }
+
+    /// Send a request from `a` to `b` (answered by `b`'s echo when
+    /// [`SimConfig::echo_requests`]); the outcome arrives as `Response` or `SendFailed`.
+    pub fn request(
+        &mut self,
+        a: NodeIdx,
+        b: NodeIdx,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<MessageId, NodeSendError> {
+        let now = self.now;
+        let to = self.node_id(b);
+        let result = match &mut self.hosts[a.0].node {
+            Some(node) => node.request(now, to, Target::Node, data, timeout),
+            None => Err(NodeSendError::NotConnected),
+        };
+        match &result {
+            Ok(id) => self.log(format!("{a} request to={b} id={} len={}", id.0, data.len())),
+            Err(e) => self.log(format!("{a} request to={b} refused: {e}")),
         }
         self.step(a);
         result
@@ -397,7 +424,7 @@ impl Sim {
         self.events(a)
             .iter()
             .filter_map(|r| match &r.event {
-                NodeEvent::Message { from, payload } if *from == id => Some(&payload[..]),
+                NodeEvent::Message { from, payload, .. } if *from == id => Some(&payload[..]),
                 _ => None,
             })
             .collect()

@@ -104,17 +104,38 @@ pub(crate) fn describe(event: &NodeEvent, name: impl Fn(&NodeId) -> String) -> S
             "rejected {conn} addr={} {reason} by_peer={by_peer}",
             addr.as_deref().unwrap_or("-")
         ),
-        NodeEvent::Message { from, payload } => format!(
-            "message from={} len={} head={}",
+        NodeEvent::Message {
+            from,
+            payload,
+            hops,
+            ..
+        } => format!(
+            "message from={} hops={hops} len={} head={}",
             name(from),
             payload.len(),
             hex(&payload[..payload.len().min(8)])
+        ),
+        NodeEvent::Request {
+            from,
+            payload,
+            hops,
+            ..
+        } => format!(
+            "request from={} hops={hops} len={}",
+            name(from),
+            payload.len()
+        ),
+        NodeEvent::Response { id, from, payload } => format!(
+            "response id={} from={} len={}",
+            id.0,
+            name(from),
+            payload.len()
         ),
         NodeEvent::Delivered { to, id } => format!("delivered to={} id={}", name(to), id.0),
         NodeEvent::SendFailed { to, id, reason } => {
             let why = match reason {
                 SendFailure::Timeout => "timeout".to_string(),
-                SendFailure::LinkClosed(r) => format!("link_closed:{r}"),
+                SendFailure::PeerClosed(r) => format!("peer_closed:{r}"),
                 other => format!("{other:?}"),
             };
             format!("send_failed to={} id={} {why}", name(to), id.0)

@@ -1,0 +1,210 @@
+//! Distance-vector routes to nodes that are not neighbours (PROTOCOL.md §13.2).
+//!
+//! Every neighbour periodically advertises its whole table (destination, distance); a
+//! new advertisement replaces the old one, so a route disappears as soon as the
+//! neighbour stops advertising it or the link goes down. Split horizon: a node never
+//! advertises a route back to the neighbour it goes through. Distances stop at
+//! [`UNREACHABLE`], which bounds counting to infinity; envelopes themselves stop at
+//! [`super::MAX_HOPS`] links.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+use crate::NodeId;
+
+/// Distances at or beyond this are not routes.
+pub const UNREACHABLE: u8 = 16;
+
+/// The best known way to a node.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Route {
+    /// The neighbour to hand envelopes to.
+    pub next_hop: NodeId,
+    /// Links to the destination (1 = a neighbour).
+    pub hops: u8,
+}
+
+/// The routing table of one node.
+pub(crate) struct Routes {
+    me: NodeId,
+    max_routes: usize,
+    /// What each neighbour advertised last: destination → its distance.
+    adverts: BTreeMap<NodeId, BTreeMap<NodeId, u8>>,
+    best: BTreeMap<NodeId, Route>,
+    /// The table changed since it was last advertised.
+    pub dirty: bool,
+}
+
+impl Routes {
+    pub(crate) fn new(me: NodeId, max_routes: usize) -> Self {
+        Routes {
+            me,
+            max_routes,
+            adverts: BTreeMap::new(),
+            best: BTreeMap::new(),
+            dirty: false,
+        }
+    }
+
+    pub(crate) fn neighbour_up(&mut self, n: NodeId) {
+        self.adverts.entry(n).or_default();
+        self.recompute();
+    }
+
+    pub(crate) fn neighbour_down(&mut self, n: &NodeId) {
+        if self.adverts.remove(n).is_some() {
+            self.recompute();
+        }
+    }
+
+    /// Replace `n`'s advertisement (ignored unless `n` is a neighbour). At most
+    /// `max_routes` entries are kept, the nearest first.
+    pub(crate) fn advertised(&mut self, n: NodeId, entries: &[(NodeId, u8)]) {
+        let me = self.me;
+        let Some(table) = self.adverts.get_mut(&n) else {
+            return;
+        };
+        table.clear();
+        let mut sorted: Vec<(NodeId, u8)> = entries
+            .iter()
+            .copied()
+            .filter(|(d, h)| *d != me && *d != n && *h < UNREACHABLE)
+            .collect();
+        sorted.sort_by_key(|(d, h)| (*h, *d));
+        for (d, h) in sorted.into_iter().take(self.max_routes) {
+            table.entry(d).or_insert(h);
+        }
+        self.recompute();
+    }
+
+    fn recompute(&mut self) {
+        let mut best: BTreeMap<NodeId, Route> = BTreeMap::new();
+        let mut offer = |dest: NodeId, route: Route| {
+            let better = best
+                .get(&dest)
+                .is_none_or(|b| (route.hops, route.next_hop) < (b.hops, b.next_hop));
+            if better {
+                best.insert(dest, route);
+            }
+        };
+        for (n, table) in &self.adverts {
+            offer(
+                *n,
+                Route {
+                    next_hop: *n,
+                    hops: 1,
+                },
+            );
+            for (d, h) in table {
+                if h + 1 < UNREACHABLE {
+                    offer(
+                        *d,
+                        Route {
+                            next_hop: *n,
+                            hops: h + 1,
+                        },
+                    );
+                }
+            }
+        }
+        if best.len() > self.max_routes {
+            let mut all: Vec<(NodeId, Route)> = best.into_iter().collect();
+            all.sort_by_key(|(d, r)| (r.hops, *d));
+            all.truncate(self.max_routes);
+            best = all.into_iter().collect();
+        }
+        if best != self.best {
+            self.best = best;
+            self.dirty = true;
+        }
+    }
+
+    /// The route to `dest`, if any.
+    pub(crate) fn get(&self, dest: &NodeId) -> Option<Route> {
+        self.best.get(dest).copied()
+    }
+
+    /// Every route, by destination.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (NodeId, Route)> + '_ {
+        self.best.iter().map(|(d, r)| (*d, *r))
+    }
+
+    /// What to advertise to neighbour `to` (split horizon: nothing that goes through it).
+    pub(crate) fn advert_for(&self, to: &NodeId) -> Vec<(NodeId, u8)> {
+        self.best
+            .iter()
+            .filter(|(d, r)| r.next_hop != *to && *d != to)
+            .map(|(d, r)| (*d, r.hops))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(b: u8) -> NodeId {
+        NodeId::from_bytes([b; 32])
+    }
+
+    #[test]
+    fn neighbours_are_one_hop_and_adverts_add_one() {
+        let mut r = Routes::new(n(0), 100);
+        r.neighbour_up(n(1));
+        r.advertised(n(1), &[(n(2), 1), (n(3), 2), (n(0), 1)]);
+        assert_eq!(r.get(&n(1)).unwrap().hops, 1);
+        assert_eq!(
+            r.get(&n(2)).unwrap(),
+            Route {
+                next_hop: n(1),
+                hops: 2
+            }
+        );
+        assert_eq!(r.get(&n(3)).unwrap().hops, 3);
+        assert!(r.get(&n(0)).is_none(), "never a route to ourselves");
+        assert!(r.dirty);
+    }
+
+    #[test]
+    fn the_shorter_route_wins_and_ties_go_to_the_lower_id() {
+        let mut r = Routes::new(n(0), 100);
+        r.neighbour_up(n(5));
+        r.neighbour_up(n(4));
+        r.advertised(n(5), &[(n(9), 1)]);
+        r.advertised(n(4), &[(n(9), 3)]);
+        assert_eq!(r.get(&n(9)).unwrap().next_hop, n(5));
+        r.advertised(n(4), &[(n(9), 1)]);
+        assert_eq!(r.get(&n(9)).unwrap().next_hop, n(4));
+        r.neighbour_down(&n(4));
+        assert_eq!(
+            r.get(&n(9)).unwrap(),
+            Route {
+                next_hop: n(5),
+                hops: 2
+            }
+        );
+    }
+
+    #[test]
+    fn split_horizon_and_withdrawal() {
+        let mut r = Routes::new(n(0), 100);
+        r.neighbour_up(n(1));
+        r.neighbour_up(n(2));
+        r.advertised(n(1), &[(n(3), 1)]);
+        let to1 = r.advert_for(&n(1));
+        assert!(to1.iter().all(|(d, _)| *d != n(3) && *d != n(1)));
+        assert!(r.advert_for(&n(2)).contains(&(n(3), 2)));
+        r.advertised(n(1), &[]);
+        assert!(r.get(&n(3)).is_none(), "a new advert replaces the old one");
+    }
+
+    #[test]
+    fn distances_stop_at_unreachable_and_tables_are_bounded() {
+        let mut r = Routes::new(n(0), 3);
+        r.neighbour_up(n(1));
+        let many: Vec<(NodeId, u8)> = (2..200).map(|i| (n(i), i % 20)).collect();
+        r.advertised(n(1), &many);
+        assert!(r.iter().count() <= 3);
+        assert!(r.iter().all(|(_, route)| route.hops < UNREACHABLE));
+    }
+}

@@ -1,0 +1,268 @@
+//! The node's side of discovery (PROTOCOL.md §13): route advertisements, peer
+//! exchange, join, keeping `target_peers` links, dialing on demand and closing idle
+//! links.
+
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use super::links::Direction;
+use super::{ConnId, Node};
+use crate::frame::FrameType;
+use crate::handshake::Remote;
+use crate::link::Link;
+use crate::mesh::discovery::{Discovery, Member};
+use crate::{CloseReason, Instant, NodeId};
+
+/// Triggered route advertisements leave at most this often.
+const ADVERT_GAP: Duration = Duration::from_millis(20);
+/// Members handed to a joiner or in one peer exchange.
+const SAMPLE: usize = 16;
+/// New discovery dials per tick, at most.
+const DIALS_PER_TICK: usize = 2;
+
+/// Periodic discovery work, scheduled by the node's single deadline.
+pub(crate) struct Schedule {
+    /// Send changed routes at this time.
+    pub advert_at: Instant,
+    /// Advertise every route to every neighbour again.
+    pub refresh_at: Instant,
+    /// Peer exchange, directory expiry, degree and idle checks.
+    pub exchange_at: Instant,
+}
+
+impl Node {
+    pub(super) fn is_banned(&self, node: &NodeId) -> bool {
+        self.config.banned.contains(node)
+    }
+
+    /// Dial `node` at an address from the directory. False if none is known or the
+    /// node is at capacity.
+    pub(super) fn dial_node(&mut self, node: NodeId) -> bool {
+        if self.shutting_down || self.check_capacity().is_err() || self.is_banned(&node) {
+            return false;
+        }
+        let Some(addr) = self.directory.addrs(&node).and_then(|a| a.first()).cloned() else {
+            return false;
+        };
+        let now = self.now;
+        let link = Link::connect(
+            self.config.link.clone(),
+            self.identity.clone(),
+            Remote::Node(node),
+            self.rng.fork(),
+            now,
+        );
+        self.handshakes += 1;
+        let conn = self
+            .links
+            .insert(link, Direction::Outbound, Some(addr.clone()), None);
+        if let Some(e) = self.links.get_mut(conn) {
+            e.wants = Some(node);
+        }
+        self.actions.push_back(super::Action::Dial { conn, addr });
+        self.service(conn);
+        true
+    }
+
+    /// A link to `node` came up on `conn`.
+    pub(super) fn discovery_peer_up(&mut self, conn: ConnId, node: NodeId, direction: Direction) {
+        self.routes.neighbour_up(node);
+        self.send_routes_to(node, conn);
+        if direction == Direction::Outbound {
+            let addrs = self.config.advertise.clone();
+            self.send_discovery(conn, &Discovery::JoinRequest { addrs });
+        }
+        self.retry_unrouted();
+    }
+
+    pub(super) fn discovery_peer_down(&mut self, node: &NodeId) {
+        self.routes.neighbour_down(node);
+    }
+
+    fn send_discovery(&mut self, conn: ConnId, d: &Discovery) {
+        if let Some(e) = self.links.get_mut(conn) {
+            // A full queue drops it: routes are re-sent periodically, joins re-asked.
+            let _ = e.link.send(FrameType::Discovery, d.encode());
+            self.service(conn);
+        }
+    }
+
+    fn send_routes_to(&mut self, node: NodeId, conn: ConnId) {
+        let entries = self.routes.advert_for(&node);
+        self.send_discovery(conn, &Discovery::Routes(entries));
+    }
+
+    fn advertise_routes(&mut self) {
+        self.routes.dirty = false;
+        let peers: Vec<(NodeId, ConnId)> = self.peers.iter().map(|(n, c)| (*n, *c)).collect();
+        for (node, conn) in peers {
+            self.send_routes_to(node, conn);
+        }
+    }
+
+    /// A Discovery frame from the peer on `conn`.
+    pub(super) fn on_discovery(&mut self, conn: ConnId, payload: &[u8]) {
+        let now = self.now;
+        let Some(from) = self.links.get(conn).and_then(|e| e.peer) else {
+            return;
+        };
+        let Some(msg) = Discovery::decode(payload) else {
+            if let Some(e) = self.links.get_mut(conn) {
+                e.link.close(now, CloseReason::MalformedFrame);
+            }
+            return;
+        };
+        match msg {
+            Discovery::Routes(entries) => {
+                self.routes.advertised(from, &entries);
+                self.retry_unrouted();
+            }
+            Discovery::Peers(members) => {
+                for m in &members {
+                    self.directory.learn(now, m);
+                }
+                self.keep_degree();
+            }
+            Discovery::JoinRequest { addrs } => {
+                let admitted = !self.is_banned(&from);
+                if admitted {
+                    self.directory.learn(now, &Member { node: from, addrs });
+                }
+                let peers = if admitted {
+                    let rng = &mut self.rng;
+                    self.directory
+                        .sample(SAMPLE, &from, |n| (rng.next_u64() % n as u64) as usize)
+                } else {
+                    Vec::new()
+                };
+                self.send_discovery(conn, &Discovery::JoinResponse { admitted, peers });
+                if !admitted {
+                    self.close(now, conn, CloseReason::Banned);
+                }
+            }
+            Discovery::JoinResponse { admitted, peers } => {
+                if admitted {
+                    for m in &peers {
+                        self.directory.learn(now, m);
+                    }
+                    self.keep_degree();
+                }
+            }
+        }
+    }
+
+    /// Dial directory members while fewer than `target_peers` links exist.
+    fn keep_degree(&mut self) {
+        let have = self.peers.len() + self.handshakes;
+        let want = self
+            .config
+            .target_peers
+            .saturating_sub(have)
+            .min(DIALS_PER_TICK);
+        if want == 0 || self.shutting_down {
+            return;
+        }
+        let me = self.identity.node_id();
+        let rng = &mut self.rng;
+        let candidates = self
+            .directory
+            .sample(want * 4, &me, |n| (rng.next_u64() % n as u64) as usize);
+        let mut dialed = 0;
+        for m in candidates {
+            if dialed == want {
+                break;
+            }
+            let busy = self.peers.contains_key(&m.node)
+                || self
+                    .links
+                    .ids()
+                    .filter_map(|c| self.links.get(c))
+                    .any(|e| e.wants == Some(m.node));
+            if !busy && self.dial_node(m.node) {
+                dialed += 1;
+            }
+        }
+    }
+
+    /// The earliest discovery deadline.
+    pub(super) fn discovery_deadline(&self) -> Option<Instant> {
+        if self.shutting_down {
+            return None;
+        }
+        let s = &self.schedule;
+        // Without neighbours there is nobody to tell (a new one gets the full table).
+        let advert = (self.routes.dirty && !self.peers.is_empty()).then_some(s.advert_at);
+        [advert, Some(s.refresh_at), Some(s.exchange_at)]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Run the discovery work due at `now`.
+    pub(super) fn discovery_timers(&mut self) {
+        let now = self.now;
+        if self.shutting_down {
+            return;
+        }
+        if now >= self.schedule.refresh_at {
+            self.schedule.refresh_at = now + self.config.route_refresh;
+            self.schedule.advert_at = now + ADVERT_GAP;
+            self.advertise_routes();
+        } else if self.routes.dirty && now >= self.schedule.advert_at {
+            self.schedule.advert_at = now + ADVERT_GAP;
+            self.advertise_routes();
+        }
+        if now >= self.schedule.exchange_at {
+            self.schedule.exchange_at = now + self.config.exchange_interval;
+            self.exchange_peers();
+            self.directory.expire(now);
+            self.keep_degree();
+            self.close_idle();
+        }
+    }
+
+    /// Send one random neighbour a sample of members, ourselves included.
+    fn exchange_peers(&mut self) {
+        if self.peers.is_empty() {
+            return;
+        }
+        let pick = (self.rng.next_u64() % self.peers.len() as u64) as usize;
+        let Some((&to, &conn)) = self.peers.iter().nth(pick) else {
+            return;
+        };
+        let rng = &mut self.rng;
+        let mut members = self
+            .directory
+            .sample(SAMPLE, &to, |n| (rng.next_u64() % n as u64) as usize);
+        if !self.config.advertise.is_empty() {
+            members.push(Member {
+                node: self.identity.node_id(),
+                addrs: self.config.advertise.clone(),
+            });
+        }
+        self.send_discovery(conn, &Discovery::Peers(members));
+    }
+
+    /// Close links that carried no envelope for `idle_close`, while more than
+    /// `target_peers` exist. Seed links stay.
+    fn close_idle(&mut self) {
+        let Some(idle) = self.config.idle_close else {
+            return;
+        };
+        let now = self.now;
+        let mut excess = self.peers.len().saturating_sub(self.config.target_peers);
+        let conns: Vec<ConnId> = self.peers.values().copied().collect();
+        for conn in conns {
+            if excess == 0 {
+                break;
+            }
+            let Some(e) = self.links.get(conn) else {
+                continue;
+            };
+            if e.seed.is_none() && now >= e.last_used + idle {
+                excess -= 1;
+                self.close(now, conn, CloseReason::Normal);
+            }
+        }
+    }
+}
