@@ -1,8 +1,8 @@
 //! Whole-mesh scenarios in the deterministic simulator (`weft_mesh_tests::sim`).
 //!
 //! Every test prints its seed; rerun one with `WEFT_SIM_SEED=<seed> cargo test -p
-//! weft-mesh-tests --test sim <name>`. The node today keeps direct links only (no
-//! relaying), so messages go to nodes a link exists to.
+//! weft-mesh-tests --test sim <name>`. These scenarios exercise links, seeds and faults
+//! with messages between linked nodes; relaying is in `tests/mesh.rs`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -282,7 +282,9 @@ fn partition_then_heal_restores_links_across_the_cut() {
                 assert_eq!(sim.peer_downs(a, b), vec![CloseReason::IdleTimeout]);
                 assert_eq!(sim.peer_downs(b, a), vec![CloseReason::IdleTimeout]);
                 let b_id = sim.node_id(b);
-                let routes = sim.node(a).map_or(0, |n| n.routes().filter(|(d, _)| *d == b_id).count());
+                let routes = sim
+                    .node(a)
+                    .map_or(0, |n| n.routes().filter(|(d, _)| *d == b_id).count());
                 assert_eq!(routes, 0, "no route across the cut");
             }
             // Inside each half, nothing went down and messages flow.

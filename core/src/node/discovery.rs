@@ -30,6 +30,16 @@ pub(crate) struct Schedule {
     pub exchange_at: Instant,
 }
 
+impl Schedule {
+    pub(super) fn starting(now: Instant, config: &super::NodeConfig) -> Self {
+        Schedule {
+            advert_at: now,
+            refresh_at: now + config.route_refresh,
+            exchange_at: now + config.exchange_interval,
+        }
+    }
+}
+
 impl Node {
     pub(super) fn is_banned(&self, node: &NodeId) -> bool {
         self.config.banned.contains(node)
@@ -60,7 +70,7 @@ impl Node {
             e.wants = Some(node);
         }
         self.actions.push_back(super::Action::Dial { conn, addr });
-        self.service(conn);
+        self.wake(conn);
         true
     }
 
@@ -83,7 +93,7 @@ impl Node {
         if let Some(e) = self.links.get_mut(conn) {
             // A full queue drops it: routes are re-sent periodically, joins re-asked.
             let _ = e.link.send(FrameType::Discovery, d.encode());
-            self.service(conn);
+            self.wake(conn);
         }
     }
 
@@ -137,7 +147,9 @@ impl Node {
                 };
                 self.send_discovery(conn, &Discovery::JoinResponse { admitted, peers });
                 if !admitted {
-                    self.close(now, conn, CloseReason::Banned);
+                    if let Some(e) = self.links.get_mut(conn) {
+                        e.link.close(now, CloseReason::Banned);
+                    }
                 }
             }
             Discovery::JoinResponse { admitted, peers } => {
@@ -186,10 +198,7 @@ impl Node {
 
     /// The earliest discovery deadline.
     pub(super) fn discovery_deadline(&self) -> Option<Instant> {
-        if self.shutting_down {
-            return None;
-        }
-        let s = &self.schedule;
+        let s = self.schedule.as_ref().filter(|_| !self.shutting_down)?;
         // Without neighbours there is nobody to tell (a new one gets the full table).
         let advert = (self.routes.dirty && !self.peers.is_empty()).then_some(s.advert_at);
         [advert, Some(s.refresh_at), Some(s.exchange_at)]
@@ -201,19 +210,25 @@ impl Node {
     /// Run the discovery work due at `now`.
     pub(super) fn discovery_timers(&mut self) {
         let now = self.now;
-        if self.shutting_down {
+        let Some(s) = self.schedule.as_mut().filter(|_| !self.shutting_down) else {
             return;
+        };
+        let refresh = now >= s.refresh_at;
+        if refresh {
+            s.refresh_at = now + self.config.route_refresh;
         }
-        if now >= self.schedule.refresh_at {
-            self.schedule.refresh_at = now + self.config.route_refresh;
-            self.schedule.advert_at = now + ADVERT_GAP;
-            self.advertise_routes();
-        } else if self.routes.dirty && now >= self.schedule.advert_at {
-            self.schedule.advert_at = now + ADVERT_GAP;
+        let advert = refresh || (self.routes.dirty && now >= s.advert_at);
+        if advert {
+            s.advert_at = now + ADVERT_GAP;
+        }
+        let exchange = now >= s.exchange_at;
+        if exchange {
+            s.exchange_at = now + self.config.exchange_interval;
+        }
+        if advert {
             self.advertise_routes();
         }
-        if now >= self.schedule.exchange_at {
-            self.schedule.exchange_at = now + self.config.exchange_interval;
+        if exchange {
             self.exchange_peers();
             self.directory.expire(now);
             self.keep_degree();

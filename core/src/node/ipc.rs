@@ -161,17 +161,16 @@ impl Node {
             }
             Way::Relay(c, _) => (c, true),
             Way::None => {
-                if let Some(p) = self.outbox.get_mut(id) {
+                let closed = self.outbox.get_mut(id).and_then(|p| {
                     p.via = None;
-                    p.problem.get_or_insert(SendFailure::NoRoute);
-                }
-                if !self.reach_later(to) {
-                    let reason = self
-                        .outbox
-                        .get_mut(id)
-                        .and_then(|p| p.problem)
-                        .unwrap_or(SendFailure::NoRoute);
-                    self.fail(id, reason);
+                    p.problem
+                        .filter(|r| matches!(r, SendFailure::PeerClosed(_)))
+                });
+                // Never sent, or its destination's own link closed: fail now unless a
+                // dial or a seed can bring the destination back. A copy already on its
+                // way waits for a route until the deadline.
+                if !self.reach_later(to) && (first || closed.is_some()) {
+                    self.fail(id, closed.unwrap_or(SendFailure::NoRoute));
                 }
                 return Ok(());
             }
@@ -212,7 +211,7 @@ impl Node {
                 .outbox
                 .set_retry(id, Some(now + self.config.retry_interval)),
         }
-        self.service(conn);
+        self.wake(conn);
         Ok(())
     }
 
@@ -288,7 +287,7 @@ impl Node {
             if entry.link.send(FrameType::Message, bytes).is_err() {
                 self.stats.dropped_full += 1;
             }
-            self.service(conn);
+            self.wake(conn);
         }
     }
 
@@ -319,6 +318,31 @@ impl Node {
         }
     }
 
+    /// Hand a fresh data or request envelope to the application.
+    fn deliver(&mut self, env: Envelope, hops: u8) {
+        let h = env.header;
+        self.stats.delivered += 1;
+        self.events.push_back(if h.kind == Kind::Data {
+            NodeEvent::Message {
+                from: h.source,
+                target: h.target,
+                payload: env.payload,
+                hops,
+            }
+        } else {
+            NodeEvent::Request {
+                from: h.source,
+                target: h.target,
+                payload: env.payload,
+                hops,
+                request: RequestToken {
+                    from: h.source,
+                    envelope: h.id,
+                },
+            }
+        });
+    }
+
     fn on_envelope(&mut self, env: Envelope) {
         let h = &env.header;
         let (from, hops) = (h.source, h.hop_count.saturating_add(1));
@@ -327,36 +351,16 @@ impl Node {
                 let fresh = self
                     .dedup
                     .check_and_insert(self.now, dedup_key(0, &from, &h.id, 0));
-                if h.kind == Kind::Data {
-                    // A duplicate is answered again: the first receipt may have been lost.
-                    self.emit(Kind::Receipt, from, h.id, &[]);
-                }
-                if !fresh {
-                    self.stats.duplicates += 1;
-                    return;
-                }
-                let target = h.target.clone();
-                let request = RequestToken {
-                    from,
-                    envelope: h.id,
-                };
-                self.stats.delivered += 1;
-                self.events.push_back(if h.kind == Kind::Data {
-                    NodeEvent::Message {
-                        from,
-                        target,
-                        payload: env.payload,
-                        hops,
-                    }
+                let (kind, id) = (h.kind, h.id);
+                if fresh {
+                    self.deliver(env, hops);
                 } else {
-                    NodeEvent::Request {
-                        from,
-                        target,
-                        payload: env.payload,
-                        hops,
-                        request,
-                    }
-                });
+                    self.stats.duplicates += 1;
+                }
+                if kind == Kind::Data {
+                    // A duplicate is answered again: the first receipt may have been lost.
+                    self.emit(Kind::Receipt, from, id, &[]);
+                }
             }
             Kind::Receipt | Kind::Response => {
                 let asked = if h.kind == Kind::Receipt {

@@ -375,7 +375,7 @@ pub struct Node {
     dedup: DedupFilter,
     routes: Routes,
     directory: Directory,
-    schedule: Schedule,
+    schedule: Option<Schedule>,
     stats: NodeStats,
     next_message: u64,
     actions: VecDeque<Action>,
@@ -402,11 +402,7 @@ impl Node {
             dedup: DedupFilter::new(config.dedup, &mut rng),
             routes: Routes::new(me, config.max_routes),
             directory: Directory::new(me, config.max_members, config.member_ttl),
-            schedule: Schedule {
-                advert_at: Instant::ZERO,
-                refresh_at: Instant::ZERO + config.route_refresh,
-                exchange_at: Instant::ZERO + config.exchange_interval,
-            },
+            schedule: None,
             stats: NodeStats::default(),
             identity,
             config,
@@ -628,6 +624,10 @@ impl Node {
     }
 
     fn advance(&mut self, now: Instant) {
+        if self.schedule.is_none() {
+            // Periodic work counts from the first input, not from `Instant::ZERO`.
+            self.schedule = Some(Schedule::starting(now, &self.config));
+        }
         self.now = self.now.max(now);
     }
 
@@ -658,6 +658,16 @@ impl Node {
             self.retire(conn);
             return;
         }
+        self.wake(conn);
+    }
+
+    /// After queueing on a link from inside the node (which may be in the middle of
+    /// `service` for another frame of the same link: its events are drained by that
+    /// loop, in order): request a transmit and re-arm its timer.
+    fn wake(&mut self, conn: ConnId) {
+        let Some(entry) = self.links.get_mut(conn) else {
+            return;
+        };
         if !entry.transmit_pending && entry.link.wants_transmit() {
             entry.transmit_pending = true;
             self.actions.push_back(Action::Transmit { conn });

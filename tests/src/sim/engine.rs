@@ -1,7 +1,7 @@
 //! The event loop: what each scheduled event does to the nodes and the network.
 
 use weft_mesh::link::{MAX_TRANSMIT, MIN_TRANSMIT};
-use weft_mesh::node::{Action, ConnId};
+use weft_mesh::node::{Action, ConnId, NodeEvent};
 use weft_mesh::Instant;
 
 use super::network::{Side, WireId, ACCEPTOR, DIALER};
@@ -160,8 +160,12 @@ impl Sim {
         while let Some(event) = self.hosts[n.0].node.as_mut().and_then(|x| x.poll_event()) {
             let text = describe(&event, |id| self.short(id));
             self.log(format!("{n} {text}"));
-            if let (true, NodeEvent::Request { request, payload, .. }) =
-                (self.config.echo_requests, &event)
+            if let (
+                true,
+                NodeEvent::Request {
+                    request, payload, ..
+                },
+            ) = (self.config.echo_requests, &event)
             {
                 let now = self.now;
                 if let Some(node) = self.hosts[n.0].node.as_mut() {
