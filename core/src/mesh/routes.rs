@@ -48,21 +48,22 @@ impl Routes {
 
     pub(crate) fn neighbour_up(&mut self, n: NodeId) {
         self.adverts.entry(n).or_default();
-        self.recompute();
+        let _ = self.recompute();
     }
 
     pub(crate) fn neighbour_down(&mut self, n: &NodeId) {
         if self.adverts.remove(n).is_some() {
-            self.recompute();
+            let _ = self.recompute();
         }
     }
 
     /// Replace `n`'s advertisement (ignored unless `n` is a neighbour). At most
-    /// `max_routes` entries are kept, the nearest first.
-    pub(crate) fn advertised(&mut self, n: NodeId, entries: &[(NodeId, u8)]) {
+    /// `max_routes` entries are kept, the nearest first. Returns whether any best
+    /// route changed.
+    pub(crate) fn advertised(&mut self, n: NodeId, entries: &[(NodeId, u8)]) -> bool {
         let me = self.me;
         let Some(table) = self.adverts.get_mut(&n) else {
-            return;
+            return false;
         };
         table.clear();
         let mut sorted: Vec<(NodeId, u8)> = entries
@@ -74,10 +75,11 @@ impl Routes {
         for (d, h) in sorted.into_iter().take(self.max_routes) {
             table.entry(d).or_insert(h);
         }
-        self.recompute();
+        self.recompute()
     }
 
-    fn recompute(&mut self) {
+    /// Rebuild the best routes; true if they changed.
+    fn recompute(&mut self) -> bool {
         let mut best: BTreeMap<NodeId, Route> = BTreeMap::new();
         let mut offer = |dest: NodeId, route: Route| {
             let better = best
@@ -113,10 +115,12 @@ impl Routes {
             all.truncate(self.max_routes);
             best = all.into_iter().collect();
         }
-        if best != self.best {
-            self.best = best;
-            self.dirty = true;
+        if best == self.best {
+            return false;
         }
+        self.best = best;
+        self.dirty = true;
+        true
     }
 
     /// The route to `dest`, if any.

@@ -124,8 +124,9 @@ impl Node {
         };
         match msg {
             Discovery::Routes(entries) => {
-                self.routes.advertised(from, &entries);
-                self.retry_unrouted();
+                if self.routes.advertised(from, &entries) {
+                    self.retry_unrouted();
+                }
             }
             Discovery::Peers(members) => {
                 for m in &members {

@@ -3,11 +3,72 @@
 //! ChaCha20-Poly1305 with the Noise nonce (4 zero bytes, then the 64-bit counter
 //! little-endian), empty associated data, and Noise's `REKEY`. The pure-Rust
 //! `chacha20poly1305` crate by default; ring's with the `ring` feature.
+//!
+//! # The `fuzzing` feature: a null cipher for fuzz harnesses
+//!
+//! **Warning: never enable `fuzzing` in a build that talks to real peers, and never
+//! switch the null cipher on outside a fuzz harness. It removes all confidentiality and
+//! integrity from the record layer.**
+//!
+//! A fuzzer that mutates bytes on an established link only ever reaches the AEAD's
+//! tag check: every mutated record fails with `DecryptFailed` and the frame decoder,
+//! reassembly and everything above never see fuzz bytes. With the feature compiled in,
+//! [`RecordConfig::set_fuzzing_null_cipher`](super::RecordConfig::set_fuzzing_null_cipher)
+//! switches every record cipher created afterwards (process-wide) to a null cipher:
+//!
+//! * seal: the plaintext stays as it is and the fixed tag [`NULL_TAG`] (16 zero bytes)
+//!   follows it;
+//! * open: a record shorter than a tag, or whose last 16 bytes are not [`NULL_TAG`],
+//!   fails exactly like a forged record (`OpenError`, so the link closes with
+//!   `DecryptFailed`); otherwise the plaintext is what precedes the tag.
+//!
+//! Everything else is unchanged: the Noise handshake stays real (snow, ML-KEM), the
+//! record counter still advances and runs out, rekeys still happen. The null cipher
+//! wins over the `ring` feature.
+//!
+//! The feature alone changes nothing: it only compiles the switch in, and the switch
+//! starts off. This matters because Cargo unifies features: a workspace-wide build or
+//! `cargo test --workspace` that includes the fuzz crate compiles the core with
+//! `fuzzing` for every crate of the build, the drivers and simulator included, and
+//! they must keep their real cipher. Only the fuzz harnesses that need it (the
+//! whole-`Node` script fuzzer) flip the switch, in their own test process.
 
 use zeroize::Zeroizing;
 
 /// Length of the Poly1305 tag that follows every record.
 pub const TAG_LEN: usize = 16;
+
+/// The tag the `fuzzing` feature's null cipher writes and expects.
+#[cfg(feature = "fuzzing")]
+const NULL_TAG: [u8; TAG_LEN] = [0; TAG_LEN];
+
+/// Whether record ciphers created from now on are null ciphers (`fuzzing` only).
+#[cfg(feature = "fuzzing")]
+static NULL_CIPHER: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+#[cfg(feature = "fuzzing")]
+impl super::RecordConfig {
+    /// **Fuzzing only; never call this outside a fuzz harness.** Available with the
+    /// `fuzzing` feature (off by default, which no crate but the fuzz harnesses may
+    /// enable).
+    ///
+    /// With `enabled`, every record cipher created afterwards in this process (every
+    /// link that completes a handshake from now on) is a null cipher: records are sent
+    /// in plaintext followed by 16 zero bytes instead of a Poly1305 tag, and a record
+    /// is accepted if it ends in those 16 zero bytes, so that a fuzzer's mutations of
+    /// an established link's bytes reach the frame decoder, reassembly and the node
+    /// instead of failing authentication. The Noise handshake stays real. Links
+    /// created before the call keep their cipher. Off until switched on.
+    pub fn set_fuzzing_null_cipher(enabled: bool) {
+        NULL_CIPHER.store(enabled, core::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether [`RecordConfig::set_fuzzing_null_cipher`](Self::set_fuzzing_null_cipher)
+    /// switched the null cipher on (`fuzzing` feature only).
+    pub fn fuzzing_null_cipher() -> bool {
+        NULL_CIPHER.load(core::sync::atomic::Ordering::SeqCst)
+    }
+}
 
 /// The counter value Noise reserves for `REKEY`; records never use it.
 const REKEY_NONCE: u64 = u64::MAX;
@@ -16,6 +77,9 @@ const REKEY_NONCE: u64 = u64::MAX;
 pub(crate) struct CipherState {
     aead: Aead,
     nonce: u64,
+    /// This state is the `fuzzing` feature's null cipher (fixed when it was created).
+    #[cfg(feature = "fuzzing")]
+    null: bool,
 }
 
 /// The counter ran out (2^64 - 1 records under one key lineage).
@@ -27,6 +91,17 @@ impl CipherState {
         CipherState {
             aead: Aead::new(key),
             nonce: 0,
+            #[cfg(feature = "fuzzing")]
+            null: NULL_CIPHER.load(core::sync::atomic::Ordering::SeqCst),
+        }
+    }
+
+    /// A null cipher regardless of the process-wide switch (for the unit tests).
+    #[cfg(all(test, feature = "fuzzing"))]
+    fn new_null(key: &[u8; 32]) -> Self {
+        CipherState {
+            null: true,
+            ..CipherState::new(key)
         }
     }
 
@@ -35,6 +110,11 @@ impl CipherState {
     pub(crate) fn seal(&mut self, buf: &mut [u8], len: usize) -> Result<usize, Exhausted> {
         let nonce = self.next_nonce()?;
         let (plain, rest) = buf.split_at_mut(len);
+        #[cfg(feature = "fuzzing")]
+        if self.null {
+            rest[..TAG_LEN].copy_from_slice(&NULL_TAG);
+            return Ok(len + TAG_LEN);
+        }
         let tag = self.aead.seal(nonce, plain);
         rest[..TAG_LEN].copy_from_slice(&tag);
         Ok(len + TAG_LEN)
@@ -46,6 +126,14 @@ impl CipherState {
         let nonce = self.next_nonce().map_err(|_| OpenError)?;
         let (cipher, tag) = buf.split_at_mut(len);
         let tag: [u8; TAG_LEN] = (&*tag).try_into().map_err(|_| OpenError)?;
+        #[cfg(feature = "fuzzing")]
+        if self.null {
+            return if tag == NULL_TAG {
+                Ok(len)
+            } else {
+                Err(OpenError)
+            };
+        }
         self.aead.open(nonce, cipher, &tag).map_err(|_| OpenError)?;
         Ok(len)
     }
@@ -175,6 +263,44 @@ mod tests {
         assert!(stale_rx.open(&mut stale[..n]).is_err());
         rx.rekey();
         assert_eq!(rx.open(&mut buf[..n]).unwrap(), 16);
+    }
+
+    /// The `fuzzing` null cipher: plaintext plus a fixed tag, any plaintext accepted,
+    /// a wrong tag or a short record refused like a forged one, counter and rekey as usual.
+    #[cfg(feature = "fuzzing")]
+    #[test]
+    fn the_fuzzing_null_cipher_passes_mutations_but_checks_its_tag() {
+        let (mut tx, mut rx) = (
+            CipherState::new_null(&[8; 32]),
+            CipherState::new_null(&[9; 32]),
+        );
+        let mut buf = [0xEEu8; 64];
+        buf[..5].copy_from_slice(b"hello");
+        let n = tx.seal(&mut buf, 5).unwrap();
+        assert_eq!(n, 5 + TAG_LEN);
+        assert_eq!(&buf[..5], b"hello", "the plaintext goes out as it is");
+        assert_eq!(&buf[5..n], &NULL_TAG);
+        let mut mutated = buf;
+        mutated[1] ^= 0x20;
+        assert_eq!(rx.open(&mut mutated[..n]).unwrap(), 5);
+        assert_eq!(&mutated[..5], b"hEllo", "a mutated plaintext gets through");
+        let mut bad_tag = buf;
+        bad_tag[n - 1] ^= 1;
+        assert_eq!(rx.open(&mut bad_tag[..n]), Err(OpenError));
+        assert_eq!(rx.open(&mut [0u8; TAG_LEN - 1]), Err(OpenError));
+        assert_eq!(rx.open(&mut [0u8; TAG_LEN]), Ok(0));
+        tx.rekey();
+        assert_eq!(tx.seal(&mut buf, 5), Ok(5 + TAG_LEN));
+        tx.set_nonce(u64::MAX);
+        assert_eq!(tx.seal(&mut buf, 0), Err(Exhausted));
+        // A real cipher refuses what the null cipher sealed, and the other way round.
+        let mut real = CipherState::new(&[8; 32]);
+        if !real.null {
+            let mut plain = buf;
+            assert_eq!(real.open(&mut plain[..n]), Err(OpenError));
+            let sealed = real.seal(&mut plain, 5).unwrap();
+            assert_eq!(rx.open(&mut plain[..sealed]), Err(OpenError));
+        }
     }
 
     #[test]
