@@ -205,7 +205,7 @@ fn partition_then_heal_resumes_delivery() {
     with_seed("partition_then_heal_resumes_delivery", 4, |seed| {
         let mut sim = Sim::new(seed, SimConfig::default());
         let mut config = classical(&sim);
-        config.message_timeout = 120 * SEC;
+        config.message_timeout = 60 * SEC;
         let nodes = line(&mut sim, 6, &config);
         let (a, b) = (nodes[0], nodes[5]);
         assert!(sim

@@ -137,7 +137,7 @@ impl Routes {
     pub(crate) fn advert_for(&self, to: &NodeId) -> Vec<(NodeId, u8)> {
         self.best
             .iter()
-            .filter(|(d, r)| r.next_hop != *to && *d != to)
+            .filter(|(d, r)| r.next_hop != *to && *d != to && r.hops + 1 < UNREACHABLE)
             .map(|(d, r)| (*d, r.hops))
             .collect()
     }

@@ -97,7 +97,7 @@ impl Node {
         }
     }
 
-    fn send_routes_to(&mut self, node: NodeId, conn: ConnId) {
+    pub(super) fn send_routes_to(&mut self, node: NodeId, conn: ConnId) {
         let entries = self.routes.advert_for(&node);
         self.send_discovery(conn, &Discovery::Routes(entries));
     }

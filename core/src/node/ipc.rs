@@ -55,7 +55,8 @@ impl Node {
     }
 
     /// Send a request; the answer comes as [`NodeEvent::Response`] or, after at most
-    /// `timeout`, as [`NodeEvent::SendFailed`].
+    /// `timeout` (capped at the dedup TTL, 60 s by default: a retransmitted copy must
+    /// not be taken for new), as [`NodeEvent::SendFailed`].
     pub fn request(
         &mut self,
         now: crate::Instant,
@@ -98,6 +99,8 @@ impl Node {
         if self.outbox.len() >= self.config.max_pending {
             return Err(NodeSendError::Full);
         }
+        // Copies must not outlive the destination's memory of the envelope.
+        let timeout = timeout.min(self.config.dedup.ttl);
         let id = self.next_message;
         self.next_message += 1;
         let envelope = self.new_envelope_id();
@@ -415,7 +418,7 @@ impl Node {
             return;
         }
         let key = dedup_key(1, &h.source, &h.id, h.attempt);
-        if !self.dedup.check_and_insert(self.now, key) {
+        if !self.relay_dedup.check_and_insert(self.now, key) {
             self.stats.duplicates += 1;
             return;
         }

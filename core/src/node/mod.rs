@@ -80,7 +80,8 @@ pub struct NodeConfig {
     pub redial_min: Duration,
     /// Largest redial delay.
     pub redial_max: Duration,
-    /// Duplicate suppression of envelopes (60 s, 10 000 entries).
+    /// Duplicate suppression of envelopes (60 s, 10 000 entries), one filter for
+    /// envelopes delivered here and one for envelopes relayed.
     pub dedup: DedupConfig,
     /// Most destinations in the routing table.
     pub max_routes: usize,
@@ -373,6 +374,7 @@ pub struct Node {
     seeds: Seeds,
     outbox: Outbox,
     dedup: DedupFilter,
+    relay_dedup: DedupFilter,
     routes: Routes,
     directory: Directory,
     schedule: Option<Schedule>,
@@ -400,6 +402,7 @@ impl Node {
         let me = identity.node_id();
         Node {
             dedup: DedupFilter::new(config.dedup, &mut rng),
+            relay_dedup: DedupFilter::new(config.dedup, &mut rng),
             routes: Routes::new(me, config.max_routes),
             directory: Directory::new(me, config.max_members, config.member_ttl),
             schedule: None,
@@ -703,6 +706,7 @@ impl Node {
                 if let Some(e) = self.links.get_mut(conn) {
                     e.up = true;
                 }
+                self.send_routes_to(node, conn);
             }
             if let Some(e) = self.links.get_mut(loser) {
                 e.up = false;
