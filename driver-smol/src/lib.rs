@@ -3,7 +3,7 @@
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use weft_mesh_smol::{Mesh, MeshEvent};
+//! use weft_mesh_smol::{Mesh, MeshEvent, Target};
 //!
 //! smol::block_on(async {
 //!     let mut a = Mesh::builder().listen("ws://127.0.0.1:0/mesh");
@@ -12,7 +12,7 @@
 //!     let b = Mesh::builder().seed(a.local_addrs()[0].to_string()).start().await?;
 //!     while let Some(event) = events.next().await {
 //!         if let MeshEvent::PeerUp { .. } = event {
-//!             b.send(a.node_id(), &b"hello"[..]).await?;
+//!             b.send(a.node_id(), Target::Node, &b"hello"[..]).await?;
 //!             break;
 //!         }
 //!     }
@@ -36,7 +36,7 @@ use weft_mesh_driver::{
 
 pub use weft_mesh_driver::{
     identity_file, weft_mesh, Addr, AddrError, Events, MeshBuilder, MeshError, MeshEvent,
-    StartError, DEV_GENESIS,
+    Responder, RouteSummary, StartError, Target, DEV_GENESIS,
 };
 
 /// A mesh node on smol.

@@ -34,6 +34,10 @@
 //! 4. 64 B message rate on one link with `SMALL_WINDOW` sends in flight, against raw
 //!    TCP writing the same length-prefixed messages one `write_all` each, and through a
 //!    64 KiB `BufWriter` (the raw speed limit).
+//! 5. Relayed 64 B round trip: a line `a - b - c` (no `a - c` link); `a` alternates
+//!    `Mesh::request`s to `b` (direct, 1 hop) and to `c` (relayed by `b`, 2 hops), whose
+//!    applications answer each with its data; p50 / p99 of each, and per hop (the round
+//!    trip divided by the hops each way).
 //!
 //! Diagnostics printed with the figures: the process's CPU time per message in the
 //! streaming figures (Linux `schedstat`, so a loaded machine does not hide it; rate
@@ -58,7 +62,7 @@ use weft_mesh_driver::{Addr, BoxFuture, Incoming, MeshStream, MeshTransport, Tra
 use weft_mesh_tokio::weft_mesh::handshake::Remote;
 use weft_mesh_tokio::weft_mesh::link::{Link, LinkConfig, MAX_TRANSMIT};
 use weft_mesh_tokio::weft_mesh::{Identity, Instant as CoreInstant, NodeId, Rng};
-use weft_mesh_tokio::{Events, Mesh, MeshBuilder, MeshError, MeshEvent, DEV_GENESIS};
+use weft_mesh_tokio::{Events, Mesh, MeshBuilder, MeshError, MeshEvent, Target, DEV_GENESIS};
 
 /// A transport to add to a node's builder (the instrumented TCP), if any.
 type Extra = Option<Arc<dyn MeshTransport>>;
@@ -417,7 +421,7 @@ async fn weft_stream(tx: &Mesh, rx: &Mesh, size: usize, window: usize, time: Dur
         .take_while(|_| futures::future::ready(t0.elapsed() < time))
         .for_each_concurrent(window, |_| async {
             loop {
-                match tx.send(to, payload.clone()).await {
+                match tx.send(to, Target::Node, payload.clone()).await {
                     Ok(()) => break,
                     Err(MeshError::Full) => {
                         full.fetch_add(1, Relaxed);
@@ -641,11 +645,11 @@ async fn echo_app(mesh: Mesh, mut events: Events, trace: Option<Arc<Trace>>) {
     loop {
         tokio::select! {
             e = events.next() => match e {
-                Some(MeshEvent::Message { from, data }) => {
+                Some(MeshEvent::Message { from, data, .. }) => {
                     if let Some(t) = &trace {
                         t.mark("B app: Message event", None);
                     }
-                    replies.push(mesh.send(from, data));
+                    replies.push(mesh.send(from, Target::Node, data));
                 }
                 Some(_) => {}
                 None => break,
@@ -679,7 +683,7 @@ async fn weft_rtt(
         };
         mark("A app: send() called");
         let send = async {
-            let r = a.send(to, req.clone()).await;
+            let r = a.send(to, Target::Node, req.clone()).await;
             mark("A app: send() returned (ack)");
             r
         };
@@ -851,7 +855,7 @@ async fn connect_once(
     mark("C app: PeerUp event");
     within(
         "first send",
-        mesh.send(server, Bytes::from_static(b"first")),
+        mesh.send(server, Target::Node, Bytes::from_static(b"first")),
     )
     .await
     .expect("first send");
@@ -914,6 +918,139 @@ async fn fig_connect(plan: &Plan, report: &mut Report) {
         format!("{:.3}", ms(pct(&mut up, 50) - pct(&mut started, 50))),
         "-".into(),
         "-".into(),
+        "",
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Relaying (figure 5)
+// ---------------------------------------------------------------------------------
+
+/// An application that answers every request with the request's data.
+async fn answer_requests(mut events: Events) {
+    while let Some(e) = events.next().await {
+        if let MeshEvent::Request {
+            data, responder, ..
+        } = e
+        {
+            responder.respond(data).await.expect("respond");
+        }
+    }
+}
+
+/// `a - b - c`: `b` dials `a`, `c` dials `b`, and none dials the nodes it hears of.
+/// Returns once `a` and `c` have their routes to each other.
+async fn line() -> [Mesh; 3] {
+    let node = || {
+        Mesh::builder()
+            .listen("tcp://127.0.0.1:0")
+            .configure(|c| c.target_peers = 0)
+    };
+    let mut ab = node();
+    let mut ae = ab.subscribe();
+    let a = ab.start().await.expect("start a");
+    let mut bb = node().seed(a.local_addrs()[0].to_string());
+    let mut be = bb.subscribe();
+    let b = bb.start().await.expect("start b");
+    let mut cb = node().seed(b.local_addrs()[0].to_string());
+    let mut ce = cb.subscribe();
+    let c = cb.start().await.expect("start c");
+    peer_up(&mut ae, b.node_id()).await;
+    peer_up(&mut be, a.node_id()).await;
+    peer_up(&mut be, c.node_id()).await;
+    peer_up(&mut ce, b.node_id()).await;
+    // Both ways: a response has no retransmission of its own (the destination drops a
+    // repeated request as a duplicate), so c must know its way back before a asks.
+    for (from, to) in [(&a, &c), (&c, &a)] {
+        within("routes between a and c", async {
+            loop {
+                let routes = from.routes().await.expect("routes");
+                if routes.iter().any(|r| r.node == to.node_id() && r.hops == 2) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+    }
+    [a, b, c]
+}
+
+async fn fig_relay(plan: &Plan, report: &mut Report) {
+    let samples = (plan.rtt_samples / 2).max(10);
+    println!(
+        "\n[5] 64 B request/response, direct (a -> b) and through one relay (a -> b -> c), \
+         interleaved ({samples} samples each after {} warm-up)",
+        plan.rtt_warmup / 2
+    );
+    let [a, b, c] = line().await;
+    let apps = [
+        tokio::spawn(answer_requests(b.subscribe())),
+        tokio::spawn(answer_requests(c.subscribe())),
+    ];
+    let req = Bytes::from(vec![0xab; SMALL]);
+    let (mut direct, mut relayed) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
+    for i in 0..plan.rtt_warmup / 2 + samples {
+        for (to, out) in [(b.node_id(), &mut direct), (c.node_id(), &mut relayed)] {
+            let t = Instant::now();
+            let reply = within("response", a.request(to, Target::Node, req.clone(), WAIT)).await;
+            let took = t.elapsed();
+            assert_eq!(reply.expect("request").len(), SMALL);
+            if i >= plan.rtt_warmup / 2 {
+                out.push(took);
+            }
+        }
+    }
+    let relays = b.stats().await.expect("stats").relayed;
+    apps.iter().for_each(|t| t.abort());
+    for mesh in [c, b, a] {
+        mesh.shutdown().await;
+    }
+    let (d50, d99) = (pct(&mut direct, 50), pct(&mut direct, 99));
+    let (r50, r99) = (pct(&mut relayed, 50), pct(&mut relayed, 99));
+    println!(
+        "  direct:    p50 {:7.1} us  p99 {:7.1} us   (1 hop each way)",
+        us(d50),
+        us(d99)
+    );
+    println!(
+        "  one relay: p50 {:7.1} us  p99 {:7.1} us   (2 hops each way; per hop p50 {:.1} us, p99 {:.1} us)",
+        us(r50),
+        us(r99),
+        us(r50) / 2.0,
+        us(r99) / 2.0
+    );
+    println!(
+        "  the relay adds {:.1} us (p50) per round trip; b forwarded {relays} envelopes",
+        us(r50) - us(d50)
+    );
+    report.row(
+        "5. 64 B round trip direct, p50 / p99 us",
+        format!("{:.1} / {:.1}", us(d50), us(d99)),
+        "-".into(),
+        "-".into(),
+        "",
+    );
+    report.row(
+        "5. 64 B round trip via one relay, p50 / p99 us",
+        format!("{:.1} / {:.1}", us(r50), us(r99)),
+        "-".into(),
+        format!(
+            "{:.2}x / {:.2}x direct",
+            us(r50) / us(d50),
+            us(r99) / us(d99)
+        ),
+        "",
+    );
+    report.row(
+        "5.   per hop via one relay, p50 / p99 us",
+        format!("{:.1} / {:.1}", us(r50) / 2.0, us(r99) / 2.0),
+        "-".into(),
+        format!(
+            "{:.2}x / {:.2}x direct",
+            us(r50) / 2.0 / us(d50),
+            us(r99) / 2.0 / us(d99)
+        ),
         "",
     );
 }
@@ -1280,6 +1417,9 @@ async fn bench(plan: Plan) {
     }
     if run("4") {
         fig_message_rate(&plan, &mut report).await;
+    }
+    if run("5") {
+        fig_relay(&plan, &mut report).await;
     }
     println!("\n== weft-mesh (tokio driver) vs raw tokio TCP, loopback, one tokio runtime with 2 workers ==");
     report.print();

@@ -4,7 +4,7 @@
 //! ```
 //! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use weft_mesh_tokio::{Mesh, MeshEvent};
+//! use weft_mesh_tokio::{Mesh, MeshEvent, Target};
 //!
 //! let mut a = Mesh::builder().listen("tcp://127.0.0.1:0");
 //! let mut events = a.subscribe();
@@ -13,7 +13,7 @@
 //! while let Some(event) = events.next().await {
 //!     if let MeshEvent::PeerUp { node, hybrid, .. } = event {
 //!         assert!(hybrid && node == b.node_id());
-//!         b.send(a.node_id(), &b"hello"[..]).await?; // returns once `a` acknowledged it
+//!         b.send(a.node_id(), Target::Node, &b"hello"[..]).await?; // returns once `a` acknowledged it
 //!         break;
 //!     }
 //! }
@@ -36,7 +36,7 @@ use weft_mesh_driver::{
 
 pub use weft_mesh_driver::{
     identity_file, weft_mesh, Addr, AddrError, Events, MeshBuilder, MeshError, MeshEvent,
-    StartError, DEV_GENESIS,
+    Responder, RouteSummary, StartError, Target, DEV_GENESIS,
 };
 
 /// A mesh node on tokio.

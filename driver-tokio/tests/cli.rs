@@ -1,5 +1,6 @@
 //! The `weft-mesh` program as separate processes: keygen, node + send with JSON events,
-//! rejections with a reason and exit code, SIGTERM, and kill -9 detection.
+//! sends and requests relayed along a line of nodes, rejections with a reason and exit
+//! code, SIGTERM, and kill -9 detection.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -22,6 +23,8 @@ fn temp(name: &str) -> PathBuf {
 struct NodeProcess {
     child: Child,
     lines: mpsc::Receiver<Value>,
+    /// Every line received so far (also those `expect` skipped).
+    seen: Vec<Value>,
     node: String,
     addr: String,
 }
@@ -56,6 +59,7 @@ impl NodeProcess {
         let mut p = NodeProcess {
             child,
             lines,
+            seen: Vec::new(),
             node: String::new(),
             addr: String::new(),
         };
@@ -73,10 +77,23 @@ impl NodeProcess {
                 .lines
                 .recv_timeout(left)
                 .unwrap_or_else(|_| panic!("no {event} event"));
+            self.seen.push(v.clone());
             if v["event"] == event {
                 return v;
             }
         }
+    }
+
+    /// The nodes of every `peer_up` line printed so far.
+    fn peers_seen(&mut self) -> Vec<String> {
+        while let Ok(v) = self.lines.try_recv() {
+            self.seen.push(v);
+        }
+        self.seen
+            .iter()
+            .filter(|v| v["event"] == "peer_up")
+            .map(|v| v["node"].as_str().unwrap().to_owned())
+            .collect()
     }
 
     fn terminate(mut self) -> std::process::ExitStatus {
@@ -98,17 +115,28 @@ impl Drop for NodeProcess {
     }
 }
 
+/// `weft-mesh send`: whether it succeeded, and its stderr.
 fn send(seed: &str, to: &str, extra: &[&str], data: &str) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args(["send", "--seed", seed, "--to", to, "--timeout", "5"])
-        .args(extra)
-        .arg(data)
-        .output()
-        .unwrap();
+    let out = send_output(seed, to, "5", extra, data);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+fn send_output(
+    seed: &str,
+    to: &str,
+    timeout: &str,
+    extra: &[&str],
+    data: &str,
+) -> std::process::Output {
+    Command::new(BIN)
+        .args(["send", "--seed", seed, "--to", to, "--timeout", timeout])
+        .args(extra)
+        .arg(data)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -206,4 +234,82 @@ fn send_reports_a_policy_rejection() {
     let (ok, err) = send(&node.addr, &node.node, &[], "hybrid");
     assert!(ok, "{err}");
     assert!(node.terminate().success());
+}
+
+#[test]
+fn send_reaches_a_node_behind_two_relays() {
+    // A line a - b - c: b dials a, c dials b, and none dials the nodes it hears of.
+    let mut a = NodeProcess::start("la", &["--target-peers", "0"]);
+    let mut b = NodeProcess::start("lb", &["--target-peers", "0", "--seed", &a.addr.clone()]);
+    let mut c = NodeProcess::start(
+        "lc",
+        &["--target-peers", "0", "--echo", "--seed", &b.addr.clone()],
+    );
+    assert_eq!(a.expect("peer_up")["node"], b.node.as_str());
+    assert_eq!(c.expect("peer_up")["node"], b.node.as_str());
+    let mut b_peers =
+        [b.expect("peer_up"), b.expect("peer_up")].map(|v| v["node"].as_str().unwrap().to_owned());
+    b_peers.sort();
+    let mut want = [a.node.clone(), c.node.clone()];
+    want.sort();
+    assert_eq!(b_peers, want);
+
+    // `send` links only to its seed a; the mesh carries the message on through b (the
+    // sender retries while a has no route to c yet). Links crossed: sender - a - b - c.
+    let out = send_output(&a.addr, &c.node, "20", &[], "across the line");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "send failed: {err}");
+    let msg = c.expect("message");
+    assert_eq!(msg["data"], "across the line");
+    assert_eq!(msg["target"], "node");
+    assert_eq!(msg["hops"], 3, "{msg}");
+    let sender = msg["from"].as_str().unwrap().to_owned();
+    assert!(sender != a.node && sender != b.node);
+
+    // Seeded with b instead: one relay, 2 links.
+    let (ok, err) = send(&b.addr, &c.node, &[], "one relay");
+    assert!(ok, "send failed: {err}");
+    let msg = c.expect("message");
+    assert_eq!(
+        (msg["data"].as_str(), msg["hops"].as_u64()),
+        (Some("one relay"), Some(2))
+    );
+
+    // A request to c's echo service, answered by `node --echo` across the line.
+    let out = send_output(
+        &a.addr,
+        &c.node,
+        "20",
+        &["--request", "--service", "echo"],
+        "echo me",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "request failed: {err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "echo me");
+    let req = c.expect("request");
+    assert_eq!(
+        (
+            req["target"].as_str(),
+            req["hops"].as_u64(),
+            req["answered"].as_bool()
+        ),
+        (Some("service:echo"), Some(3), Some(true))
+    );
+
+    // a and c never linked: neither printed a peer_up for the other.
+    assert!(!a.peers_seen().contains(&c.node), "a linked to c");
+    assert!(!c.peers_seen().contains(&a.node), "c linked to a");
+
+    // Nobody at the end of the line: unreachable, with the reason.
+    let nobody = "42".repeat(32);
+    let out = send_output(&a.addr, &nobody, "1", &[], "x");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("unreachable") && err.contains("no route"),
+        "{err}"
+    );
+    for node in [c, b, a] {
+        assert!(node.terminate().success());
+    }
 }

@@ -18,12 +18,13 @@ use futures::future::{self, AbortHandle, Either};
 use futures::{FutureExt, StreamExt};
 use tracing::{debug, info, info_span, warn, Instrument, Span};
 use weft_mesh::link::MAX_TRANSMIT;
+use weft_mesh::mesh::Target;
 use weft_mesh::node::{
-    Action, ConnId, MessageId, Node, NodeConfig, NodeEvent, NodeSendError, PeerSummary,
+    Action, ConnId, MessageId, Node, NodeConfig, NodeEvent, NodeStats, PeerSummary, RequestToken,
 };
 use weft_mesh::{Identity, Instant, NodeId};
 
-use crate::mesh::Subscribers;
+use crate::mesh::{Responder, RouteSummary, Subscribers};
 use crate::runtime::{Incoming, TransportListener, Transports};
 use crate::{os_rng, Addr, MeshError, MeshEvent, MeshStream, Runtime};
 
@@ -44,11 +45,30 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 pub(crate) enum Command {
     Send {
         to: NodeId,
+        target: Target,
+        data: Bytes,
+        reply: oneshot::Sender<Result<(), MeshError>>,
+    },
+    Request {
+        to: NodeId,
+        target: Target,
+        data: Bytes,
+        timeout: Duration,
+        reply: oneshot::Sender<Result<Bytes, MeshError>>,
+    },
+    Respond {
+        token: RequestToken,
         data: Bytes,
         reply: oneshot::Sender<Result<(), MeshError>>,
     },
     Peers {
         reply: oneshot::Sender<Vec<PeerSummary>>,
+    },
+    Routes {
+        reply: oneshot::Sender<Vec<RouteSummary>>,
+    },
+    Stats {
+        reply: oneshot::Sender<NodeStats>,
     },
     Connect {
         addr: Addr,
@@ -121,14 +141,33 @@ impl Conn {
     }
 }
 
+/// A handle waiting for the outcome of a message or request it sent.
+enum Waiter {
+    Send(oneshot::Sender<Result<(), MeshError>>),
+    Request(oneshot::Sender<Result<Bytes, MeshError>>),
+}
+
+impl Waiter {
+    fn fail(self, error: MeshError) {
+        match self {
+            Waiter::Send(reply) => drop(reply.send(Err(error))),
+            Waiter::Request(reply) => drop(reply.send(Err(error))),
+        }
+    }
+}
+
 struct EventLoop<R> {
     runtime: R,
     node: Node,
     started: std::time::Instant,
     io_tx: async_channel::Sender<Io>,
+    /// For the responders handed out with requests (weak: the handles alone keep the
+    /// node running).
+    commands: async_channel::WeakSender<Command>,
     conns: HashMap<ConnId, Conn>,
     subscribers: Subscribers,
-    sends: HashMap<MessageId, oneshot::Sender<Result<(), MeshError>>>,
+    /// Messages and requests of the handles, until the core reports their outcome.
+    waiting: HashMap<MessageId, Waiter>,
     spare: Vec<Vec<u8>>,
     tasks: Vec<AbortHandle>,
     connect_timeout: Duration,
@@ -153,9 +192,10 @@ pub(crate) fn spawn<R: Runtime>(setup: Setup<R>) -> async_channel::Sender<Comman
         node,
         started,
         io_tx,
+        commands: cmd_tx.downgrade(),
         conns: HashMap::new(),
         subscribers: setup.subscribers,
-        sends: HashMap::new(),
+        waiting: HashMap::new(),
         spare: Vec::new(),
         tasks: Vec::new(),
         connect_timeout: setup.connect_timeout,
@@ -256,8 +296,8 @@ impl<R: Runtime> EventLoop<R> {
         for (_, conn) in self.conns.drain() {
             conn.tasks.iter().for_each(AbortHandle::abort);
         }
-        for (_, reply) in self.sends.drain() {
-            let _ = reply.send(Err(MeshError::Stopped));
+        for (_, waiter) in self.waiting.drain() {
+            waiter.fail(MeshError::Stopped);
         }
         self.subscribers.close();
         if let Some((_, waiters)) = self.shutdown.take() {
@@ -283,20 +323,50 @@ impl<R: Runtime> EventLoop<R> {
     fn command(&mut self, cmd: Command) {
         let now = self.now();
         match cmd {
-            Command::Send { to, data, reply } => match self.node.send(now, to, &data) {
+            Command::Send {
+                to,
+                target,
+                data,
+                reply,
+            } => match self.node.send(now, to, target, &data) {
                 Ok(id) => {
-                    self.sends.insert(id, reply);
+                    self.waiting.insert(id, Waiter::Send(reply));
                 }
                 Err(e) => {
-                    let _ = reply.send(Err(match e {
-                        NodeSendError::Full => MeshError::Full,
-                        NodeSendError::TooLarge => MeshError::TooLarge,
-                        _ => MeshError::NotConnected(to),
-                    }));
+                    let _ = reply.send(Err(MeshError::refused(to, e)));
                 }
             },
+            Command::Request {
+                to,
+                target,
+                data,
+                timeout,
+                reply,
+            } => match self.node.request(now, to, target, &data, timeout) {
+                Ok(id) => {
+                    self.waiting.insert(id, Waiter::Request(reply));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(MeshError::refused(to, e)));
+                }
+            },
+            Command::Respond { token, data, reply } => {
+                let result = self.node.respond(now, token, &data);
+                let _ = reply.send(result.map_err(|e| MeshError::refused(token.from, e)));
+            }
             Command::Peers { reply } => {
                 let _ = reply.send(self.node.peers().collect());
+            }
+            Command::Routes { reply } => {
+                let routes = self.node.routes().map(|(node, route)| RouteSummary {
+                    node,
+                    next_hop: route.next_hop,
+                    hops: route.hops,
+                });
+                let _ = reply.send(routes.collect());
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(self.node.stats());
             }
             Command::Connect { addr, reply } => {
                 self.node.add_seed(now, addr.to_string());
@@ -557,14 +627,20 @@ impl<R: Runtime> EventLoop<R> {
     fn node_event(&mut self, event: NodeEvent) {
         let mesh_event = match event {
             NodeEvent::Delivered { id, .. } => {
-                if let Some(reply) = self.sends.remove(&id) {
+                if let Some(Waiter::Send(reply)) = self.waiting.remove(&id) {
                     let _ = reply.send(Ok(()));
                 }
                 return;
             }
-            NodeEvent::SendFailed { id, reason, .. } => {
-                if let Some(reply) = self.sends.remove(&id) {
-                    let _ = reply.send(Err(MeshError::Undelivered(reason)));
+            NodeEvent::Response { id, payload, .. } => {
+                if let Some(Waiter::Request(reply)) = self.waiting.remove(&id) {
+                    let _ = reply.send(Ok(payload));
+                }
+                return;
+            }
+            NodeEvent::SendFailed { to, id, reason } => {
+                if let Some(waiter) = self.waiting.remove(&id) {
+                    waiter.fail(MeshError::failed(to, reason));
                 }
                 return;
             }
@@ -589,9 +665,29 @@ impl<R: Runtime> EventLoop<R> {
                 info!(addr = addr.as_deref().unwrap_or("?"), %reason, "connection rejected");
                 MeshEvent::Rejected { addr, reason }
             }
-            NodeEvent::Message { from, payload } => MeshEvent::Message {
+            NodeEvent::Message {
                 from,
+                target,
+                payload,
+                hops,
+            } => MeshEvent::Message {
+                from,
+                target,
                 data: payload,
+                hops,
+            },
+            NodeEvent::Request {
+                from,
+                target,
+                payload,
+                hops,
+                request,
+            } => MeshEvent::Request {
+                from,
+                target,
+                data: payload,
+                hops,
+                responder: Responder::new(request, self.commands.clone()),
             },
             _ => return,
         };

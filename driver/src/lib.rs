@@ -18,10 +18,12 @@ mod stream;
 pub use addr::{Addr, AddrError};
 pub use identity_file::os_rng;
 pub use mesh::{
-    Events, Mesh, MeshBuilder, MeshError, MeshEvent, StartError, DEV_GENESIS, EVENT_CAPACITY,
+    Events, Mesh, MeshBuilder, MeshError, MeshEvent, Responder, RouteSummary, StartError,
+    DEV_GENESIS, EVENT_CAPACITY,
 };
 pub use runtime::{BoxFuture, Incoming, MeshTransport, Runtime, TransportListener};
 pub use sockets::{Accepted, Sockets, TcpTransport, WsTransport};
 pub use stream::{ws_config, ws_path_check, MeshStream, ReadHalf, WriteHalf, READ_BUFFER};
 
 pub use weft_mesh;
+pub use weft_mesh::mesh::Target;

@@ -10,7 +10,10 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 use futures::Stream;
 use weft_mesh::handshake::PqPolicy;
-use weft_mesh::node::{NodeConfig, PeerSummary, SendFailure};
+use weft_mesh::mesh::{Target, MAX_HOPS};
+use weft_mesh::node::{
+    NodeConfig, NodeSendError, NodeStats, PeerSummary, RequestToken, SendFailure,
+};
 use weft_mesh::{CloseReason, Identity, NodeId};
 
 use crate::event_loop::{self, Command};
@@ -39,12 +42,32 @@ pub enum MeshEvent {
         /// Why.
         reason: CloseReason,
     },
-    /// A message arrived.
+    /// A message arrived (its sender learns of the delivery). Each message is reported
+    /// once, even if it was retransmitted.
     Message {
         /// The sender.
         from: NodeId,
+        /// Whom it is for in this node.
+        target: Target,
         /// The data.
         data: Bytes,
+        /// Links it crossed: 1 when it came over the sender's own link, more when
+        /// other nodes relayed it.
+        hops: u8,
+    },
+    /// A request arrived: answer it with [`Responder::respond`] (else the requester
+    /// times out).
+    Request {
+        /// The requester.
+        from: NodeId,
+        /// Whom it is for in this node.
+        target: Target,
+        /// The data.
+        data: Bytes,
+        /// Links it crossed (1: directly from the requester).
+        hops: u8,
+        /// Answers the request.
+        responder: Responder,
     },
     /// A connection closed before its handshake completed.
     Rejected {
@@ -56,27 +79,145 @@ pub enum MeshEvent {
 }
 
 /// Why a mesh operation failed.
+///
+/// A message or request that was accepted fails with one of [`MeshError::NoRoute`],
+/// [`MeshError::HopLimit`], [`MeshError::Timeout`] or [`MeshError::PeerClosed`] (the
+/// core's [`SendFailure`]s); one refused at once with [`MeshError::Full`],
+/// [`MeshError::TooLarge`] or [`MeshError::InvalidTarget`].
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MeshError {
     /// The mesh has shut down.
     #[error("the mesh is shut down")]
     Stopped,
-    /// No connection to that node.
-    #[error("not connected to {0}")]
-    NotConnected(NodeId),
-    /// The link's send queue is full; try again later.
+    /// Too many messages and requests are unanswered, or the link's send queue is
+    /// full; try again later.
     #[error("send queue full")]
     Full,
-    /// The message is larger than 16 MiB.
+    /// The message is larger than a frame can carry (16 MiB less the envelope).
     #[error("message too large")]
     TooLarge,
-    /// The message was sent but not acknowledged.
-    #[error("not delivered: {0}")]
-    Undelivered(SendFailure),
+    /// A [`Target::Service`] name must be 1 to 255 bytes.
+    #[error("invalid target: a service name must be 1 to 255 bytes")]
+    InvalidTarget,
+    /// No link and no route to the node, and no address to dial it at.
+    #[error("no route to {0}")]
+    NoRoute(NodeId),
+    /// The node is more than [`MAX_HOPS`] links away.
+    #[error("{0} is more than {MAX_HOPS} links away")]
+    HopLimit(NodeId),
+    /// No receipt (message) or response (request) arrived in time.
+    #[error("no answer from {0} in time")]
+    Timeout(NodeId),
+    /// The node's own link closed and it could not be reached another way in time.
+    #[error("{node} closed the link: {reason}")]
+    PeerClosed {
+        /// The destination.
+        node: NodeId,
+        /// Why its link closed.
+        reason: CloseReason,
+    },
+    /// Not delivered for a reason this driver does not know (a newer core).
+    #[error("not delivered to {to}: {reason}")]
+    Undelivered {
+        /// The destination.
+        to: NodeId,
+        /// Why.
+        reason: SendFailure,
+    },
+    /// Refused by the core for a reason this driver does not know (a newer core).
+    #[error("refused: {0}")]
+    Refused(NodeSendError),
     /// An address did not parse.
     #[error(transparent)]
     BadAddr(#[from] AddrError),
+}
+
+impl MeshError {
+    /// The error for a message or request to `to` that failed with `reason`.
+    pub(crate) fn failed(to: NodeId, reason: SendFailure) -> MeshError {
+        match reason {
+            SendFailure::NoRoute => MeshError::NoRoute(to),
+            SendFailure::HopLimit => MeshError::HopLimit(to),
+            SendFailure::Timeout => MeshError::Timeout(to),
+            SendFailure::PeerClosed(reason) => MeshError::PeerClosed { node: to, reason },
+            reason => MeshError::Undelivered { to, reason },
+        }
+    }
+
+    /// The error for a message or request to `to` that the core refused.
+    pub(crate) fn refused(to: NodeId, error: NodeSendError) -> MeshError {
+        match error {
+            NodeSendError::Full => MeshError::Full,
+            NodeSendError::TooLarge => MeshError::TooLarge,
+            NodeSendError::InvalidTarget => MeshError::InvalidTarget,
+            NodeSendError::NotConnected => MeshError::NoRoute(to),
+            other => MeshError::Refused(other),
+        }
+    }
+}
+
+/// A node reachable from this one, as listed by [`Mesh::routes`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct RouteSummary {
+    /// The destination.
+    pub node: NodeId,
+    /// The neighbour envelopes for it are handed to (the node itself if linked).
+    pub next_hop: NodeId,
+    /// Links to the destination (1: a neighbour).
+    pub hops: u8,
+}
+
+/// Answers one [`MeshEvent::Request`]. Cheap to clone (every subscriber gets a copy);
+/// the first answer reaches the requester, later ones are ignored by it.
+#[derive(Clone)]
+pub struct Responder {
+    token: RequestToken,
+    commands: async_channel::WeakSender<Command>,
+}
+
+impl Responder {
+    pub(crate) fn new(token: RequestToken, commands: async_channel::WeakSender<Command>) -> Self {
+        Responder { token, commands }
+    }
+
+    /// Who asked.
+    pub fn requester(&self) -> NodeId {
+        self.token.from
+    }
+
+    /// Send `data` back to the requester. Returns once the response is queued; it is
+    /// not acknowledged (if it is lost, the requester times out).
+    pub async fn respond(&self, data: impl Into<Bytes>) -> Result<(), MeshError> {
+        let commands = self.commands.upgrade().ok_or(MeshError::Stopped)?;
+        let (reply, rx) = oneshot::channel();
+        let command = Command::Respond {
+            token: self.token,
+            data: data.into(),
+            reply,
+        };
+        commands
+            .send(command)
+            .await
+            .map_err(|_| MeshError::Stopped)?;
+        rx.await.map_err(|_| MeshError::Stopped)?
+    }
+}
+
+impl PartialEq for Responder {
+    fn eq(&self, other: &Self) -> bool {
+        self.token == other.token
+    }
+}
+
+impl Eq for Responder {}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responder")
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why [`MeshBuilder::start`] failed.
@@ -105,6 +246,7 @@ pub struct MeshBuilder<R> {
     config: NodeConfig,
     listen: Vec<String>,
     seeds: Vec<String>,
+    advertise: Vec<String>,
     connect_timeout: Duration,
 }
 
@@ -120,6 +262,7 @@ impl<R: Runtime> MeshBuilder<R> {
             config: NodeConfig::new(DEV_GENESIS),
             listen: Vec::new(),
             seeds: Vec::new(),
+            advertise: Vec::new(),
             connect_timeout: Duration::from_secs(5),
         }
     }
@@ -145,6 +288,15 @@ impl<R: Runtime> MeshBuilder<R> {
     /// Keep a connection to `addr`, redialing with backoff.
     pub fn seed(mut self, addr: impl Into<String>) -> Self {
         self.seeds.push(addr.into());
+        self
+    }
+
+    /// Tell other nodes they can dial this one at `addr` (repeatable). Default: the
+    /// bound listen addresses (ports resolved), except wildcard ones (`0.0.0.0`,
+    /// `[::]`), which mean nothing elsewhere: a node listening on a wildcard should
+    /// advertise the address others reach it at.
+    pub fn advertise(mut self, addr: impl Into<String>) -> Self {
+        self.advertise.push(addr.into());
         self
     }
 
@@ -189,6 +341,11 @@ impl<R: Runtime> MeshBuilder<R> {
             .iter()
             .map(|a| a.parse())
             .collect::<Result<Vec<Addr>, _>>()?;
+        let advertise = self
+            .advertise
+            .iter()
+            .map(|a| a.parse())
+            .collect::<Result<Vec<Addr>, _>>()?;
         let mut listeners = Vec::new();
         for addr in listen {
             let bound = match self.transports.pick(&addr) {
@@ -201,13 +358,25 @@ impl<R: Runtime> MeshBuilder<R> {
             .identity
             .unwrap_or_else(|| Identity::generate(&mut crate::os_rng()));
         let node_id = identity.node_id();
-        let local_addrs = listeners.iter().map(|(_, a)| a.clone()).collect();
+        let local_addrs: Vec<Addr> = listeners.iter().map(|(_, a)| a.clone()).collect();
+        let mut config = self.config;
+        if !advertise.is_empty() {
+            config
+                .advertise
+                .extend(advertise.iter().map(Addr::to_string));
+        } else if config.advertise.is_empty() {
+            config.advertise = local_addrs
+                .iter()
+                .filter(|a| !is_wildcard(a))
+                .map(Addr::to_string)
+                .collect();
+        }
         let commands = event_loop::spawn(event_loop::Setup {
             runtime: self.runtime,
             subscribers: self.subscribers.clone(),
             transports: self.transports.clone(),
             identity,
-            config: self.config,
+            config,
             listeners,
             seeds,
             connect_timeout: self.connect_timeout,
@@ -221,6 +390,18 @@ impl<R: Runtime> MeshBuilder<R> {
             runtime: PhantomData,
         })
     }
+}
+
+/// Whether `addr`'s host is `0.0.0.0` or `[::]` (listen everywhere, dial nowhere).
+fn is_wildcard(addr: &Addr) -> bool {
+    let host = addr
+        .host_port()
+        .rsplit_once(':')
+        .map_or("", |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified())
 }
 
 /// The genesis hash used when none is given: SHA-256 of `"weft-mesh development genesis"`.
@@ -280,10 +461,47 @@ impl<R> Mesh<R> {
         rx.await.map_err(|_| MeshError::Stopped)
     }
 
-    /// Send `data` to `to` and wait until it acknowledges receipt.
-    pub async fn send(&self, to: NodeId, data: impl Into<Bytes>) -> Result<(), MeshError> {
+    /// Send `data` to `target` at node `to` and wait until `to` confirms receipt.
+    ///
+    /// It goes over the link to `to` if there is one, else through other nodes along
+    /// the routes they advertise (signed by this node, so that no relay can forge it),
+    /// retransmitted while unanswered. `to` reports each message once. Use
+    /// [`Target::Node`] for the node's application itself.
+    pub async fn send(
+        &self,
+        to: NodeId,
+        target: Target,
+        data: impl Into<Bytes>,
+    ) -> Result<(), MeshError> {
         let data = data.into();
-        self.ask(|reply| Command::Send { to, data, reply }).await?
+        self.ask(|reply| Command::Send {
+            to,
+            target,
+            data,
+            reply,
+        })
+        .await?
+    }
+
+    /// Send a request to `target` at node `to` (directly or relayed, like
+    /// [`Mesh::send`]) and wait for the response, at most `timeout`
+    /// ([`MeshError::Timeout`] then). `to` sees a [`MeshEvent::Request`].
+    pub async fn request(
+        &self,
+        to: NodeId,
+        target: Target,
+        data: impl Into<Bytes>,
+        timeout: Duration,
+    ) -> Result<Bytes, MeshError> {
+        let data = data.into();
+        self.ask(|reply| Command::Request {
+            to,
+            target,
+            data,
+            timeout,
+            reply,
+        })
+        .await?
     }
 
     /// Receive every event from now on (use [`MeshBuilder::subscribe`] to miss none).
@@ -291,9 +509,21 @@ impl<R> Mesh<R> {
         self.subscribers.add()
     }
 
-    /// The connected peers.
+    /// The connected peers (the nodes this one has a link to).
     pub async fn peers(&self) -> Result<Vec<PeerSummary>, MeshError> {
         self.ask(|reply| Command::Peers { reply }).await
+    }
+
+    /// Every node this one can reach, by node id: the peers (1 hop, next hop
+    /// themselves) and the nodes behind them, with the neighbour that relays and the
+    /// number of links.
+    pub async fn routes(&self) -> Result<Vec<RouteSummary>, MeshError> {
+        self.ask(|reply| Command::Routes { reply }).await
+    }
+
+    /// The mesh layer's counters (delivered, relayed, duplicates, ...).
+    pub async fn stats(&self) -> Result<NodeStats, MeshError> {
+        self.ask(|reply| Command::Stats { reply }).await
     }
 
     /// Keep a connection to `addr` (like a seed).
@@ -398,5 +628,24 @@ impl Stream for Events {
     type Item = MeshEvent;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<MeshEvent>> {
         self.rx.as_mut().poll_next(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_listen_addresses_are_not_advertised() {
+        for (addr, wildcard) in [
+            ("tcp://0.0.0.0:7000", true),
+            ("tcp://[::]:7000", true),
+            ("ws://0.0.0.0:7001/mesh", true),
+            ("tcp://127.0.0.1:7000", false),
+            ("tcp://[::1]:7000", false),
+            ("ws://node.example:7001/mesh", false),
+        ] {
+            assert_eq!(is_wildcard(&addr.parse().unwrap()), wildcard, "{addr}");
+        }
     }
 }

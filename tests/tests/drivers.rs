@@ -1,5 +1,6 @@
 //! End to end over real loopback sockets: both runtimes, both transports, and every
-//! pairing of them; rejections, vanishing peers, reconnects and hostile clients.
+//! pairing of them; messages and requests relayed along a line of nodes; rejections,
+//! vanishing peers, reconnects and hostile clients.
 
 use std::time::Duration;
 
@@ -7,7 +8,9 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_mesh::handshake::PqPolicy;
 use weft_mesh::{CloseReason, Identity, NodeId, Rng};
-use weft_mesh_driver::{Events, Mesh, MeshBuilder, MeshEvent, Runtime};
+use weft_mesh_driver::{
+    Events, Mesh, MeshBuilder, MeshError, MeshEvent, RouteSummary, Runtime, Target,
+};
 use weft_mesh_smol::Smol;
 use weft_mesh_tokio::Tokio;
 
@@ -70,10 +73,26 @@ async fn peer_down(events: &mut Events, who: NodeId) -> CloseReason {
 
 async fn message(events: &mut Events) -> (NodeId, Bytes) {
     expect(events, "message", |e| match e {
-        MeshEvent::Message { from, data } => Some((*from, data.clone())),
+        MeshEvent::Message { from, data, .. } => Some((*from, data.clone())),
         _ => None,
     })
     .await
+}
+
+/// `mesh`'s route to `to`, once it has one (routes spread by periodic advertisements;
+/// polled, as no event announces them).
+async fn route<R: Runtime>(mesh: &Mesh<R>, to: NodeId) -> RouteSummary {
+    let found = timeout(WAIT, async {
+        loop {
+            let routes = mesh.routes().await.expect("routes");
+            if let Some(r) = routes.into_iter().find(|r| r.node == to) {
+                return r;
+            }
+            async_io::Timer::after(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|()| panic!("no route to {to} within {WAIT:?}"))
 }
 
 /// A listener for a test forwarder in front of `target`: its `tcp://` address, and
@@ -103,15 +122,24 @@ async fn pair<A: Runtime, B: Runtime>(ra: A, rb: B, listen: &str) {
     let (b, mut be) = start(rb, |b| b.seed(seed)).await;
     assert_eq!(peer_up(&mut ae).await, (b.node_id(), true));
     assert_eq!(peer_up(&mut be).await, (a.node_id(), true));
-    b.send(a.node_id(), Bytes::from_static(b"ping"))
+    b.send(a.node_id(), Target::Node, Bytes::from_static(b"ping"))
         .await
         .unwrap();
-    assert_eq!(
-        message(&mut ae).await,
-        (b.node_id(), Bytes::from_static(b"ping"))
-    );
+    let hops = expect(&mut ae, "ping", |e| match e {
+        MeshEvent::Message {
+            from,
+            target: Target::Node,
+            data,
+            hops,
+        } if *from == b.node_id() && data == &b"ping"[..] => Some(*hops),
+        _ => None,
+    })
+    .await;
+    assert_eq!(hops, 1, "a direct message crosses one link");
     let big = Bytes::from(vec![7u8; 3 << 20]);
-    a.send(b.node_id(), big.clone()).await.unwrap();
+    a.send(b.node_id(), Target::Node, big.clone())
+        .await
+        .unwrap();
     assert_eq!(message(&mut be).await, (a.node_id(), big));
     assert_eq!(a.peers().await.unwrap().len(), 1);
     b.shutdown().await;
@@ -141,6 +169,198 @@ async fn tokio_and_smol_interoperate_over_tcp_and_websocket() {
     pair(Smol, Tokio, "ws://127.0.0.1:0/mesh").await;
 }
 
+/// `b` dials `a`, `c` dials `b`, and no node dials the nodes it hears of
+/// (`target_peers` 0): a line in which `a` and `c` reach each other only through `b`.
+/// Messages and requests both ways, relayed, and a request nobody answers.
+async fn relay_line<A: Runtime, B: Runtime, C: Runtime>(
+    ra: A,
+    rb: B,
+    rc: C,
+    listen_a: &str,
+    listen_b: &str,
+) {
+    let line = |c: &mut weft_mesh::node::NodeConfig| c.target_peers = 0;
+    let (a, mut ae) = start(ra, |x| x.listen(listen_a).configure(line)).await;
+    let seed_a = a.local_addrs()[0].to_string();
+    let (b, mut be) = start(rb, |x| x.listen(listen_b).seed(seed_a).configure(line)).await;
+    let seed_b = b.local_addrs()[0].to_string();
+    let (c, mut ce) = start(rc, |x| x.seed(seed_b).configure(line)).await;
+    let (a_id, b_id, c_id) = (a.node_id(), b.node_id(), c.node_id());
+    assert_eq!(peer_up(&mut ae).await.0, b_id);
+    assert_eq!(peer_up(&mut ce).await.0, b_id);
+    let mut b_peers = vec![peer_up(&mut be).await.0, peer_up(&mut be).await.0];
+    b_peers.sort();
+    let mut want = vec![a_id, c_id];
+    want.sort();
+    assert_eq!(b_peers, want);
+
+    let to_c = route(&a, c_id).await;
+    assert_eq!((to_c.next_hop, to_c.hops), (b_id, 2));
+    let to_a = route(&c, a_id).await;
+    assert_eq!((to_a.next_hop, to_a.hops), (b_id, 2));
+    let linked = |peers: Vec<weft_mesh::node::PeerSummary>| -> Vec<NodeId> {
+        peers.into_iter().map(|p| p.node).collect()
+    };
+    assert_eq!(linked(a.peers().await.unwrap()), vec![b_id], "no a-c link");
+    assert_eq!(linked(c.peers().await.unwrap()), vec![b_id], "no a-c link");
+
+    // A message, relayed by b: c sees it once, from a (b cannot forge it), 2 links away.
+    a.send(c_id, Target::Node, Bytes::from_static(b"over the relay"))
+        .await
+        .expect("relayed message acknowledged");
+    let got = expect(&mut ce, "relayed message", |e| match e {
+        MeshEvent::Message {
+            from,
+            target,
+            data,
+            hops,
+        } => Some((*from, target.clone(), data.clone(), *hops)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        got,
+        (a_id, Target::Node, Bytes::from_static(b"over the relay"), 2)
+    );
+
+    // A request from a to a service of c, and one from c to a process of a.
+    let echo = Target::Service("echo".into());
+    let answer = async {
+        let (target, hops, data, responder) = expect(&mut ce, "request", |e| match e {
+            MeshEvent::Request {
+                from,
+                target,
+                data,
+                hops,
+                responder,
+            } if *from == a_id => Some((target.clone(), *hops, data.clone(), responder.clone())),
+            _ => None,
+        })
+        .await;
+        assert_eq!((target, hops), (Target::Service("echo".into()), 2));
+        assert_eq!(responder.requester(), a_id);
+        responder.respond(data).await.expect("respond");
+    };
+    let asked = a.request(c_id, echo, Bytes::from_static(b"ping"), WAIT);
+    let (reply, ()) = futures::join!(asked, answer);
+    assert_eq!(reply.expect("response"), Bytes::from_static(b"ping"));
+
+    let answer = async {
+        let responder = expect(&mut ae, "request", |e| match e {
+            MeshEvent::Request {
+                from,
+                target: Target::Pid(7),
+                hops: 2,
+                responder,
+                ..
+            } if *from == c_id => Some(responder.clone()),
+            _ => None,
+        })
+        .await;
+        responder
+            .respond(&b"pid 7 here"[..])
+            .await
+            .expect("respond");
+    };
+    let asked = c.request(a_id, Target::Pid(7), Bytes::from_static(b"who?"), WAIT);
+    let (reply, ()) = futures::join!(asked, answer);
+    assert_eq!(reply.expect("response"), Bytes::from_static(b"pid 7 here"));
+
+    // A request c's application never answers times out, with a typed error.
+    let silent = Target::Service("silent".into());
+    let asked = a.request(c_id, silent, Bytes::new(), Duration::from_millis(300));
+    assert_eq!(asked.await, Err(MeshError::Timeout(c_id)));
+
+    assert!(b.stats().await.unwrap().relayed >= 7, "b relayed both ways");
+    assert_eq!(
+        linked(a.peers().await.unwrap()),
+        vec![b_id],
+        "still no a-c link"
+    );
+    c.shutdown().await;
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_of_three_tokio_nodes_relays_messages_and_requests() {
+    relay_line(
+        Tokio,
+        Tokio,
+        Tokio,
+        "tcp://127.0.0.1:0",
+        "tcp://127.0.0.1:0",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_across_runtimes_and_transports_relays_messages_and_requests() {
+    // smol over WebSocket, tokio in the middle, smol again over TCP.
+    relay_line(
+        Smol,
+        Tokio,
+        Smol,
+        "ws://127.0.0.1:0/mesh",
+        "tcp://127.0.0.1:0",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_find_each_other_at_their_advertised_listen_addresses() {
+    // b listens on port 0 and joins through a; c joins through a too and learns from
+    // a where b listens (b advertised its bound address, the real port), then dials it.
+    let (a, mut ae) = start(Tokio, |x| x.listen("tcp://127.0.0.1:0")).await;
+    let seed = a.local_addrs()[0].to_string();
+    let (b, mut be) = start(Smol, |x| {
+        x.listen("ws://127.0.0.1:0/mesh").seed(seed.clone())
+    })
+    .await;
+    assert_eq!(peer_up(&mut be).await.0, a.node_id());
+    assert_eq!(peer_up(&mut ae).await.0, b.node_id());
+    let (c, mut ce) = start(Tokio, |x| x.seed(seed)).await;
+    let mut c_peers = vec![peer_up(&mut ce).await.0, peer_up(&mut ce).await.0];
+    c_peers.sort();
+    let mut want = vec![a.node_id(), b.node_id()];
+    want.sort();
+    assert_eq!(c_peers, want, "c dialed b, which it had only heard of");
+    c.send(b.node_id(), Target::Node, Bytes::from_static(b"found you"))
+        .await
+        .unwrap();
+    let hops = expect(&mut be, "message from c", |e| match e {
+        MeshEvent::Message { from, hops, .. } if *from == c.node_id() => Some(*hops),
+        _ => None,
+    })
+    .await;
+    assert_eq!(hops, 1, "over the link c dialed");
+    c.shutdown().await;
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_to_an_unknown_node_fail_with_typed_errors() {
+    let (a, mut ae) = start(Tokio, |b| b.listen("tcp://127.0.0.1:0")).await;
+    let seed = a.local_addrs()[0].to_string();
+    let (b, mut be) = start(Tokio, |x| x.seed(seed)).await;
+    peer_up(&mut ae).await;
+    peer_up(&mut be).await;
+    let nobody = Identity::generate(&mut Rng::from_seed([3; 32])).node_id();
+    let asked = a.request(nobody, Target::Node, Bytes::from_static(b"?"), WAIT);
+    assert_eq!(asked.await, Err(MeshError::NoRoute(nobody)));
+    let sent = b.send(nobody, Target::Pid(1), Bytes::from_static(b"!"));
+    assert_eq!(sent.await, Err(MeshError::NoRoute(nobody)));
+    let bad = Target::Service(String::new());
+    assert_eq!(
+        b.send(a.node_id(), bad, Bytes::new()).await,
+        Err(MeshError::InvalidTarget)
+    );
+    assert!(a.routes().await.unwrap().iter().all(|r| r.node != nobody));
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_exchange_messages_through_a_hub() {
     let (hub, mut he) = start(Tokio, |b| {
@@ -160,25 +380,25 @@ async fn three_nodes_exchange_messages_through_a_hub() {
     let mut want = vec![b.node_id(), c.node_id()];
     want.sort();
     assert_eq!(ups, want);
-    b.send(hub.node_id(), Bytes::from_static(b"b"))
+    b.send(hub.node_id(), Target::Node, Bytes::from_static(b"b"))
         .await
         .unwrap();
     assert_eq!(
         message(&mut he).await,
         (b.node_id(), Bytes::from_static(b"b"))
     );
-    c.send(hub.node_id(), Bytes::from_static(b"c"))
+    c.send(hub.node_id(), Target::Node, Bytes::from_static(b"c"))
         .await
         .unwrap();
     assert_eq!(
         message(&mut he).await,
         (c.node_id(), Bytes::from_static(b"c"))
     );
-    hub.send(b.node_id(), Bytes::from_static(b"hi b"))
+    hub.send(b.node_id(), Target::Node, Bytes::from_static(b"hi b"))
         .await
         .unwrap();
     assert_eq!(message(&mut be).await.1, Bytes::from_static(b"hi b"));
-    hub.send(c.node_id(), Bytes::from_static(b"hi c"))
+    hub.send(c.node_id(), Target::Node, Bytes::from_static(b"hi c"))
         .await
         .unwrap();
     assert_eq!(message(&mut ce).await.1, Bytes::from_static(b"hi c"));
@@ -247,7 +467,7 @@ async fn a_vanished_seed_is_reported_down_and_redialed_when_it_returns() {
     })
     .await;
     assert_eq!(peer_up(&mut be).await.0, a_id);
-    b.send(a_id, Bytes::from_static(b"welcome back"))
+    b.send(a_id, Target::Node, Bytes::from_static(b"welcome back"))
         .await
         .unwrap();
     b.shutdown().await;
@@ -312,7 +532,7 @@ async fn hostile_clients_are_dropped_and_others_still_served() {
     // Meanwhile a real peer is served normally.
     let (b, mut be) = start(Tokio, |x| x.seed(format!("tcp://{host}"))).await;
     peer_up(&mut be).await;
-    b.send(a.node_id(), Bytes::from_static(b"still here"))
+    b.send(a.node_id(), Target::Node, Bytes::from_static(b"still here"))
         .await
         .unwrap();
     b.shutdown().await;
@@ -336,7 +556,11 @@ async fn a_slow_subscriber_loses_no_acknowledged_message() {
         futures::stream::iter(0..total)
             .map(|i| {
                 let b = sender.clone();
-                async move { b.send(to, Bytes::from(format!("{i:08}"))).await.is_ok() }
+                async move {
+                    b.send(to, Target::Node, Bytes::from(format!("{i:08}")))
+                        .await
+                        .is_ok()
+                }
             })
             .buffer_unordered(256)
             .filter(|ok| futures::future::ready(*ok))
@@ -403,7 +627,10 @@ async fn a_peer_that_stops_reading_does_not_pin_our_socket_after_close() {
     // Fill a's socket and queue: these sends cannot complete.
     for _ in 0..8 {
         let (a, to) = (a.clone(), b.node_id());
-        tokio::spawn(async move { a.send(to, Bytes::from(vec![1u8; 4 << 20])).await });
+        tokio::spawn(async move {
+            a.send(to, Target::Node, Bytes::from(vec![1u8; 4 << 20]))
+                .await
+        });
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     timeout(WAIT, a.shutdown())

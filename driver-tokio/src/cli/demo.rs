@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use weft_mesh::NodeId;
-use weft_mesh_tokio::{Events, Mesh, MeshEvent};
+use weft_mesh_tokio::{Events, Mesh, MeshEvent, Target};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -108,12 +108,12 @@ pub async fn run(n: usize) -> Result<(), String> {
         let t = Instant::now();
         nodes[i]
             .mesh
-            .send(hub_id, Bytes::from(text.clone()))
+            .send(hub_id, Target::Node, Bytes::from(text.clone()))
             .await
             .map_err(|e| e.to_string())?;
         let rtt = t.elapsed();
         let (from, data) = until(&mut nodes[0].events, |e| match e {
-            MeshEvent::Message { from, data } => Some((*from, data.clone())),
+            MeshEvent::Message { from, data, .. } => Some((*from, data.clone())),
             _ => None,
         })
         .await?;
@@ -122,7 +122,11 @@ pub async fn run(n: usize) -> Result<(), String> {
         let reply = format!("welcome, n{i}");
         nodes[0]
             .mesh
-            .send(nodes[i].mesh.node_id(), Bytes::from(reply.clone()))
+            .send(
+                nodes[i].mesh.node_id(),
+                Target::Node,
+                Bytes::from(reply.clone()),
+            )
             .await
             .map_err(|e| e.to_string())?;
         until(&mut nodes[i].events, |e| {
@@ -138,7 +142,7 @@ pub async fn run(n: usize) -> Result<(), String> {
         let t = Instant::now();
         nodes[1]
             .mesh
-            .send(hub_id, Bytes::from_static(&[0u8; 64]))
+            .send(hub_id, Target::Node, Bytes::from_static(&[0u8; 64]))
             .await
             .map_err(|e| e.to_string())?;
         rtts.push(t.elapsed());
@@ -162,7 +166,139 @@ pub async fn run(n: usize) -> Result<(), String> {
     for node in nodes.iter().rev() {
         node.mesh.shutdown().await;
     }
-    println!("All nodes stopped.");
+    relay().await?;
+    println!("\nAll nodes stopped.");
+    Ok(())
+}
+
+/// Three more nodes in a line, `a - b - c` (`b` dials `a`, `c` dials `b`, and none
+/// dials the nodes it hears of): `a` reaches `c` only through `b`.
+async fn relay() -> Result<(), String> {
+    println!("\nRelaying: a line a - b - c, where a and c have no link to each other:");
+    let line = |b: weft_mesh_tokio::MeshBuilder<weft_mesh_tokio::Tokio>| {
+        b.listen("tcp://127.0.0.1:0")
+            .configure(|c| c.target_peers = 0)
+    };
+    let mut ab = line(Mesh::builder());
+    let mut a_events = ab.subscribe();
+    let a = ab.start().await.map_err(|e| e.to_string())?;
+    let mut bb = line(Mesh::builder()).seed(a.local_addrs()[0].to_string());
+    let mut b_events = bb.subscribe();
+    let b = bb.start().await.map_err(|e| e.to_string())?;
+    let mut cb = line(Mesh::builder()).seed(b.local_addrs()[0].to_string());
+    let mut c_events = cb.subscribe();
+    let c = cb.start().await.map_err(|e| e.to_string())?;
+    let names = [(a.node_id(), "a"), (b.node_id(), "b"), (c.node_id(), "c")];
+    let name = |id: NodeId| {
+        names
+            .iter()
+            .find(|(n, _)| *n == id)
+            .map_or_else(|| id.short().to_string(), |(_, s)| (*s).to_owned())
+    };
+    for (who, id) in [("a", a.node_id()), ("b", b.node_id()), ("c", c.node_id())] {
+        println!("  {who} {}", id.short());
+    }
+    let up = |e: &MeshEvent| matches!(e, MeshEvent::PeerUp { .. }).then_some(());
+    until(&mut a_events, up).await?;
+    until(&mut b_events, up).await?;
+    until(&mut b_events, up).await?;
+    until(&mut c_events, up).await?;
+
+    // Routes travel as distance vectors: a learns of c from b's advertisement, and c
+    // of a (the way back for receipts and responses).
+    let started = Instant::now();
+    let mut route = None;
+    for (from, to) in [(&a, c.node_id()), (&c, a.node_id())] {
+        loop {
+            let routes = from.routes().await.map_err(|e| e.to_string())?;
+            if let Some(r) = routes.into_iter().find(|r| r.node == to) {
+                route = route.or(Some(r));
+                break;
+            }
+            if started.elapsed() > WAIT {
+                return Err("a and c never learned their routes".into());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let route = route.ok_or("no route")?;
+    println!(
+        "  a's route to c: via {}, {} hops (routes both ways {} after the line was up)",
+        name(route.next_hop),
+        route.hops,
+        ms(started.elapsed())
+    );
+
+    let t = Instant::now();
+    a.send(
+        c.node_id(),
+        Target::Node,
+        Bytes::from_static(b"hello c, from a"),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let rtt = t.elapsed();
+    let (from, data, hops) = until(&mut c_events, |e| match e {
+        MeshEvent::Message {
+            from, data, hops, ..
+        } => Some((*from, data.clone(), *hops)),
+        _ => None,
+    })
+    .await?;
+    println!(
+        "  a -> c  {:?}  arrived from {} after {hops} hops (signed by a, relayed by b), \
+         receipt back at a in {}",
+        String::from_utf8_lossy(&data),
+        name(from),
+        ms(rtt)
+    );
+
+    // c's application answers requests to its "clock" service.
+    let responder = tokio::spawn(async move {
+        while let Some(e) = c_events.next().await {
+            if let MeshEvent::Request {
+                target: Target::Service(s),
+                hops,
+                responder,
+                ..
+            } = e
+            {
+                if s == "clock" {
+                    let answer = format!("c's clock service, {hops} hops from you");
+                    let _ = responder.respond(answer).await;
+                }
+            }
+        }
+    });
+    let t = Instant::now();
+    let reply = a
+        .request(
+            c.node_id(),
+            Target::Service("clock".into()),
+            Bytes::from_static(b"what time is it?"),
+            WAIT,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "  a -> c  request to service \"clock\", response {:?} in {}",
+        String::from_utf8_lossy(&reply),
+        ms(t.elapsed())
+    );
+    let stats = b.stats().await.map_err(|e| e.to_string())?;
+    println!(
+        "  b relayed {} envelopes (the message, the request and their answers)",
+        stats.relayed
+    );
+    let nobody = NodeId::from_bytes([0x42; 32]);
+    match a.send(nobody, Target::Node, Bytes::new()).await {
+        Err(e) => println!("  a -> {}  fails at once: {e}", nobody.short()),
+        Ok(()) => return Err("a message to nobody was delivered".into()),
+    }
+    responder.abort();
+    for mesh in [c, b, a] {
+        mesh.shutdown().await;
+    }
     Ok(())
 }
 

@@ -10,9 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
 use weft_mesh::handshake::PqPolicy;
-use weft_mesh::node::SendFailure;
 use weft_mesh::{CloseReason, NodeId};
-use weft_mesh_tokio::{identity_file, Mesh, MeshBuilder, MeshError, MeshEvent, DEV_GENESIS};
+use weft_mesh_tokio::{
+    identity_file, Mesh, MeshBuilder, MeshError, MeshEvent, Target, DEV_GENESIS,
+};
 
 use output::Output;
 
@@ -43,20 +44,39 @@ enum Command {
         /// Seed peer to keep a connection to (repeatable).
         #[arg(long = "seed")]
         seed: Vec<String>,
+        /// Address other nodes can dial this one at (repeatable; default: the listen
+        /// addresses, except 0.0.0.0 / [::] ones).
+        #[arg(long = "advertise")]
+        advertise: Vec<String>,
+        /// Links to keep by dialing nodes learned from peers (0: only seeds and
+        /// inbound links; the mesh relays everything else). Beyond this many, links
+        /// other than seeds that carried no message for 5 minutes are closed.
+        #[arg(long, default_value_t = 8)]
+        target_peers: usize,
+        /// Answer every request with its own data.
+        #[arg(long)]
+        echo: bool,
         #[command(flatten)]
         cluster: ClusterArgs,
         /// One JSON object per line on stdout instead of human-readable lines.
         #[arg(long)]
         json: bool,
     },
-    /// Connect to a seed, deliver DATA to a node, and exit once it is acknowledged.
+    /// Connect to a seed, deliver DATA to a node (through the seed and further relays
+    /// if it is not the seed itself), and exit once the node acknowledged it.
     Send {
-        /// The peer to connect to.
+        /// The peer to connect to (the only link this command opens).
         #[arg(long)]
         seed: String,
         /// The recipient's node id (64 hex digits).
         #[arg(long)]
         to: NodeId,
+        /// Deliver to this service of the recipient instead of the node itself.
+        #[arg(long)]
+        service: Option<String>,
+        /// Send a request and print the response on stdout.
+        #[arg(long)]
+        request: bool,
         #[command(flatten)]
         cluster: ClusterArgs,
         /// Give up after this many seconds.
@@ -151,39 +171,75 @@ async fn run(command: Command) -> Result<(), String> {
             identity,
             listen,
             seed,
+            advertise,
+            target_peers,
+            echo,
             cluster,
             json,
-        } => node(identity, listen, seed, cluster, json).await,
+        } => {
+            let args = NodeArgs {
+                identity,
+                listen,
+                seeds: seed,
+                advertise,
+                target_peers,
+                echo,
+            };
+            node(args, cluster, json).await
+        }
         Command::Send {
             seed,
             to,
+            service,
+            request,
             cluster,
             timeout,
             data,
-        } => send(seed, to, cluster, Duration::from_secs_f64(timeout), data).await,
+        } => {
+            let target = service.map_or(Target::Node, Target::Service);
+            let timeout = Duration::try_from_secs_f64(timeout)
+                .map_err(|_| format!("bad --timeout {timeout}"))?;
+            let what = Outgoing {
+                to,
+                target,
+                request,
+                data: Bytes::from(data.into_bytes()),
+            };
+            send(seed, what, cluster, timeout).await
+        }
         Command::Demo { nodes } => demo::run(nodes.into()).await,
     }
 }
 
-async fn node(
+/// What `node` runs with.
+struct NodeArgs {
     identity: PathBuf,
     listen: Vec<String>,
     seeds: Vec<String>,
-    cluster: ClusterArgs,
-    json: bool,
-) -> Result<(), String> {
-    let (id, created) = identity_file::load_or_create(&identity).map_err(|e| e.to_string())?;
+    advertise: Vec<String>,
+    target_peers: usize,
+    echo: bool,
+}
+
+async fn node(args: NodeArgs, cluster: ClusterArgs, json: bool) -> Result<(), String> {
+    let (id, created) = identity_file::load_or_create(&args.identity).map_err(|e| e.to_string())?;
     let out = Output::new(json);
-    let mut builder = cluster.apply(Mesh::builder().identity(id));
-    for addr in listen {
+    let target_peers = args.target_peers;
+    let mut builder = cluster
+        .apply(Mesh::builder().identity(id))
+        .configure(|c| c.target_peers = target_peers);
+    for addr in args.listen {
         builder = builder.listen(addr);
     }
-    for addr in seeds {
+    for addr in args.seeds {
         builder = builder.seed(addr);
+    }
+    for addr in args.advertise {
+        builder = builder.advertise(addr);
     }
     let mut events = builder.subscribe();
     let mesh = builder.start().await.map_err(|e| e.to_string())?;
-    out.started(mesh.node_id(), created.then_some(identity.as_path()));
+    out.started(mesh.node_id(), created.then_some(args.identity.as_path()));
     for addr in mesh.local_addrs() {
         out.listening(addr);
     }
@@ -192,7 +248,13 @@ async fn node(
         tokio::select! {
             () = &mut stop => break,
             event = events.next() => match event {
-                Some(event) => out.event(&event),
+                Some(event) => {
+                    out.event(&event, args.echo);
+                    if let (true, MeshEvent::Request { data, responder, .. }) = (args.echo, event) {
+                        // Not awaited here: a slow answer must not hold up the events.
+                        tokio::spawn(async move { responder.respond(data).await });
+                    }
+                }
                 None => break,
             },
         }
@@ -224,60 +286,126 @@ async fn shutdown_signal() {
     }
 }
 
+/// What `send` delivers.
+struct Outgoing {
+    to: NodeId,
+    target: Target,
+    request: bool,
+    data: Bytes,
+}
+
+/// After a retryable failure (no route yet: the mesh is still converging), try again
+/// this much later.
+const SEND_RETRY: Duration = Duration::from_millis(100);
+
 async fn send(
     seed: String,
-    to: NodeId,
+    what: Outgoing,
     cluster: ClusterArgs,
     timeout: Duration,
-    data: String,
 ) -> Result<(), String> {
+    // One link, to the seed: everything else is relayed by the mesh. A one-shot client
+    // should not dial the nodes it learns of (nor advertise itself: it does not listen).
     let mut builder = cluster
         .apply(Mesh::builder().seed(seed.clone()))
-        .configure(|c| c.redial_max = Duration::from_millis(500))
+        .configure(|c| {
+            c.redial_max = Duration::from_millis(500);
+            c.max_links = 1;
+            c.target_peers = 0;
+            c.message_timeout = timeout;
+        })
         .connect_timeout(timeout);
     let mut events = builder.subscribe();
     let mesh = builder.start().await.map_err(|e| e.to_string())?;
-    let data = Bytes::from(data.into_bytes());
-    let result = tokio::time::timeout(timeout, async {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let to = what.to;
+    let (mut linked, mut last) = (false, None::<MeshError>);
+    let result = tokio::time::timeout_at(deadline, async {
+        // Nothing can leave before the seed's link is up.
+        let mut attempt = None;
+        let mut retry = None;
         loop {
-            match events.next().await {
-                Some(MeshEvent::PeerUp { node, .. }) if node == to => {
-                    match mesh.send(to, data.clone()).await {
-                        Ok(()) => return Ok(()),
-                        // An XX responder judges our hello after our side is up: if it
-                        // refused, the link is gone before the send and a PeerDown with
-                        // the reason follows.
-                        Err(MeshError::NotConnected(_)) => {}
-                        Err(MeshError::Undelivered(SendFailure::LinkClosed(reason)))
-                            if is_final(reason) =>
-                        {
+            tokio::select! {
+                r = async { attempt.as_mut().expect("guarded").await }, if attempt.is_some() => {
+                    attempt = None;
+                    match r {
+                        Ok(reply) => return Ok(reply),
+                        Err(MeshError::PeerClosed { reason, .. }) if is_final(reason) => {
                             return Err(describe(reason, &seed));
+                        }
+                        Err(e @ (MeshError::NoRoute(_)
+                        | MeshError::PeerClosed { .. }
+                        | MeshError::Timeout(_)
+                        | MeshError::Full)) => {
+                            last = Some(e);
+                            retry = Some(Box::pin(tokio::time::sleep(SEND_RETRY)));
                         }
                         Err(e) => return Err(e.to_string()),
                     }
                 }
-                Some(MeshEvent::PeerUp { node, .. }) => {
-                    return Err(format!(
-                        "{seed} is node {node}, not {to} (relaying arrives with the mesh layer)"
-                    ));
+                () = async { retry.as_mut().expect("guarded").await }, if retry.is_some() => {
+                    retry = None;
+                    attempt = Some(Box::pin(deliver(&mesh, &what, deadline)));
                 }
-                Some(MeshEvent::Rejected { reason, .. } | MeshEvent::PeerDown { reason, .. })
-                    if is_final(reason) =>
-                {
-                    return Err(describe(reason, &seed));
+                event = events.next() => match event {
+                    Some(MeshEvent::PeerUp { .. }) if attempt.is_none() && retry.is_none() => {
+                        linked = true;
+                        attempt = Some(Box::pin(deliver(&mesh, &what, deadline)));
+                    }
+                    // An XX responder judges our hello after our side is up: if it
+                    // refused, a PeerDown with the reason follows.
+                    Some(MeshEvent::Rejected { reason, .. } | MeshEvent::PeerDown { reason, .. })
+                        if is_final(reason) =>
+                    {
+                        return Err(describe(reason, &seed));
+                    }
+                    Some(_) => {}
+                    None => return Err("stopped".into()),
                 }
-                Some(_) => {}
-                None => return Err("stopped".into()),
             }
         }
     })
     .await;
     mesh.shutdown().await;
     match result {
-        Ok(r) => r,
+        Ok(Ok(Some(reply))) => {
+            println!("{}", String::from_utf8_lossy(&reply));
+            Ok(())
+        }
+        Ok(Ok(None)) => Ok(()),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(format!(
-            "timeout: {to} not reached through {seed} within {timeout:?} (unreachable?)"
+            "unreachable: {to} not reached through {seed} within {timeout:?} ({})",
+            match (linked, last) {
+                (false, _) => "no link to the seed".to_owned(),
+                (true, Some(e)) => e.to_string(),
+                (true, None) => "no answer".to_owned(),
+            }
         )),
+    }
+}
+
+/// How long one request attempt waits for its response. A response is not
+/// retransmitted (the destination drops a repeated request as a duplicate), and the
+/// first one is lost when the destination has no route back to us yet (routes to a new
+/// node spread one advertisement period per hop, the request travels at once): a
+/// fresh request after this long finds the way back.
+const REQUEST_ATTEMPT: Duration = Duration::from_secs(2);
+
+/// One attempt: a message (`None` once acknowledged) or a request (its response).
+async fn deliver(
+    mesh: &Mesh,
+    what: &Outgoing,
+    deadline: tokio::time::Instant,
+) -> Result<Option<Bytes>, MeshError> {
+    let (to, target, data) = (what.to, what.target.clone(), what.data.clone());
+    if what.request {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        mesh.request(to, target, data, left.min(REQUEST_ATTEMPT))
+            .await
+            .map(Some)
+    } else {
+        mesh.send(to, target, data).await.map(|()| None)
     }
 }
 

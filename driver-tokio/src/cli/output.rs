@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 use weft_mesh::NodeId;
-use weft_mesh_tokio::{Addr, MeshEvent};
+use weft_mesh_tokio::{Addr, MeshEvent, Target};
 
 /// Where `node` writes what happens.
 pub struct Output {
@@ -48,7 +48,8 @@ impl Output {
         self.emit(json!({"event": "stopped"}), "stopped".into());
     }
 
-    pub fn event(&self, event: &MeshEvent) {
+    /// One event; `answered`: requests are answered (`--echo`).
+    pub fn event(&self, event: &MeshEvent, answered: bool) {
         let (value, human) = match event {
             MeshEvent::PeerUp { node, addr, hybrid } => (
                 json!({"event": "peer_up", "node": node.to_string(), "addr": addr, "hybrid": hybrid}),
@@ -67,11 +68,51 @@ impl Output {
                 json!({"event": "peer_down", "node": node.to_string(), "reason": reason.name()}),
                 format!("peer down  {} ({reason})", node.short()),
             ),
-            MeshEvent::Message { from, data } => {
+            MeshEvent::Message {
+                from,
+                target,
+                data,
+                hops,
+            } => {
                 let text = String::from_utf8_lossy(data);
                 (
-                    json!({"event": "message", "from": from.to_string(), "data": text, "data_hex": hex::encode(data)}),
-                    format!("message    from {}: {text}", from.short()),
+                    json!({
+                        "event": "message", "from": from.to_string(), "target": target_name(target),
+                        "data": text, "data_hex": hex::encode(data), "hops": hops,
+                    }),
+                    format!(
+                        "message    from {}{}{}: {text}",
+                        from.short(),
+                        via(*hops),
+                        to_target(target)
+                    ),
+                )
+            }
+            MeshEvent::Request {
+                from,
+                target,
+                data,
+                hops,
+                ..
+            } => {
+                let text = String::from_utf8_lossy(data);
+                (
+                    json!({
+                        "event": "request", "from": from.to_string(), "target": target_name(target),
+                        "data": text, "data_hex": hex::encode(data), "hops": hops,
+                        "answered": answered,
+                    }),
+                    format!(
+                        "request    from {}{}{}: {text}{}",
+                        from.short(),
+                        via(*hops),
+                        to_target(target),
+                        if answered {
+                            " (echoed)"
+                        } else {
+                            " (not answered)"
+                        }
+                    ),
                 )
             }
             MeshEvent::Rejected { addr, reason } => (
@@ -84,5 +125,29 @@ impl Output {
             ),
         };
         self.emit(value, human);
+    }
+}
+
+/// `node`, `pid:N` or `service:NAME`.
+fn target_name(target: &Target) -> String {
+    match target {
+        Target::Node => "node".into(),
+        Target::Pid(pid) => format!("pid:{pid}"),
+        Target::Service(name) => format!("service:{name}"),
+    }
+}
+
+/// How a message came, for the human-readable lines.
+fn via(hops: u8) -> String {
+    match hops {
+        0 | 1 => String::new(),
+        n => format!(" ({n} hops, relayed)"),
+    }
+}
+
+fn to_target(target: &Target) -> String {
+    match target {
+        Target::Node => String::new(),
+        other => format!(" to {}", target_name(other)),
     }
 }
