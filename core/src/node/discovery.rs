@@ -259,8 +259,9 @@ impl Node {
         self.send_discovery(conn, &Discovery::Peers(members));
     }
 
-    /// Close links that carried no envelope for `idle_close`, while more than
-    /// `target_peers` exist. Seed links stay.
+    /// Close links this node dialed for discovery or on demand that carried no
+    /// envelope for `idle_close`, while more than `target_peers` exist. Seed links and
+    /// links peers dialed stay (a peer's seed link would only be redialed).
     fn close_idle(&mut self) {
         let Some(idle) = self.config.idle_close else {
             return;
@@ -275,7 +276,7 @@ impl Node {
             let Some(e) = self.links.get(conn) else {
                 continue;
             };
-            if e.seed.is_none() && now >= e.last_used + idle {
+            if e.wants.is_some() && now >= e.last_used + idle {
                 excess -= 1;
                 self.close(now, conn, CloseReason::Normal);
             }

@@ -2,6 +2,9 @@
 //! answered by receipts and responses, retransmitted until answered, deduplicated at
 //! the destination, and failed with a typed reason.
 
+use alloc::collections::{BTreeMap, VecDeque};
+use core::time::Duration;
+
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
@@ -11,7 +14,7 @@ use crate::frame::{FrameType, MAX_PAYLOAD_LEN};
 use crate::link::SendError;
 use crate::mesh::envelope::{self, Envelope, EnvelopeId, Failure, Header, MAX_OVERHEAD};
 use crate::mesh::{Kind, Target, MAX_HOPS};
-use crate::{CloseReason, NodeId};
+use crate::{CloseReason, Instant, NodeId};
 
 /// Identifies a request received by this node; answer it with [`Node::respond`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -78,7 +81,11 @@ impl Node {
     ) -> Result<(), NodeSendError> {
         self.advance(now);
         check_size(data)?;
-        self.emit(Kind::Response, request.from, request.envelope, data);
+        let key = (request.from, request.envelope);
+        let back = self.recent.get(&key).map(|r| r.arrived_on);
+        let response = Bytes::copy_from_slice(data);
+        self.recent.answered(&key, response.clone());
+        self.emit(Kind::Response, request.from, request.envelope, &response, back);
         Ok(())
     }
 
@@ -259,11 +266,22 @@ impl Node {
         }
     }
 
-    /// Send a fire-and-forget envelope (receipt, response, failure) to `dest`.
-    fn emit(&mut self, kind: Kind, dest: NodeId, reply_to: EnvelopeId, payload: &[u8]) {
-        let (conn, signed) = match self.way_to(&dest) {
-            Way::Direct(c) => (c, false),
-            Way::Relay(c, hops) if hops <= MAX_HOPS => (c, true),
+    /// Send a fire-and-forget envelope (receipt, response, failure) to `dest`; `back`
+    /// is the link the envelope it answers came in on, the way back while no route to
+    /// `dest` is known yet (routes spread one advertisement per hop, a request at once).
+    fn emit(
+        &mut self,
+        kind: Kind,
+        dest: NodeId,
+        reply_to: EnvelopeId,
+        payload: &[u8],
+        back: Option<ConnId>,
+    ) {
+        let back = back.filter(|c| self.links.get(*c).is_some_and(|e| e.up));
+        let (conn, signed) = match (self.way_to(&dest), back) {
+            (Way::Direct(c), _) => (c, false),
+            (Way::Relay(c, hops), _) if hops <= MAX_HOPS => (c, true),
+            (_, Some(c)) => (c, true),
             _ => {
                 self.stats.unroutable += 1;
                 return;
@@ -315,9 +333,9 @@ impl Node {
                 self.stats.forged += 1;
                 return;
             }
-            self.on_envelope(env);
+            self.on_envelope(env, conn);
         } else {
-            self.relay(env);
+            self.relay(env, conn);
         }
     }
 
@@ -346,7 +364,7 @@ impl Node {
         });
     }
 
-    fn on_envelope(&mut self, env: Envelope) {
+    fn on_envelope(&mut self, env: Envelope, conn: ConnId) {
         let h = &env.header;
         let (from, hops) = (h.source, h.hop_count.saturating_add(1));
         match h.kind {
@@ -355,14 +373,20 @@ impl Node {
                     .dedup
                     .check_and_insert(self.now, dedup_key(0, &from, &h.id, 0));
                 let (kind, id) = (h.kind, h.id);
+                let key = (from, id);
                 if fresh {
+                    if kind == Kind::Request {
+                        self.recent.insert(self.now, self.config.dedup.ttl, key, conn);
+                    }
                     self.deliver(env, hops);
                 } else {
                     self.stats.duplicates += 1;
                 }
+                // A copy is answered again: the first answer may have been lost.
                 if kind == Kind::Data {
-                    // A duplicate is answered again: the first receipt may have been lost.
-                    self.emit(Kind::Receipt, from, id, &[]);
+                    self.emit(Kind::Receipt, from, id, &[], Some(conn));
+                } else if let Some(response) = self.recent.get(&key).and_then(|r| r.response.clone()) {
+                    self.emit(Kind::Response, from, id, &response, Some(conn));
                 }
             }
             Kind::Receipt | Kind::Response => {
@@ -411,7 +435,7 @@ impl Node {
     }
 
     /// Forward an envelope for another node, or tell its source why not.
-    fn relay(&mut self, env: Envelope) {
+    fn relay(&mut self, env: Envelope, arrived_on: ConnId) {
         let h = &env.header;
         if !env.signed {
             self.stats.forged += 1;
@@ -431,14 +455,16 @@ impl Node {
             Way::None => {
                 self.stats.no_route += 1;
                 if answerable {
-                    self.emit(Kind::Failure, source, id, &[Failure::NoRoute as u8]);
+                    let code = [Failure::NoRoute as u8];
+                    self.emit(Kind::Failure, source, id, &code, Some(arrived_on));
                 }
                 return;
             }
             _ => {
                 self.stats.hop_limit += 1;
                 if answerable {
-                    self.emit(Kind::Failure, source, id, &[Failure::HopLimit as u8]);
+                    let code = [Failure::HopLimit as u8];
+                    self.emit(Kind::Failure, source, id, &code, Some(arrived_on));
                 }
                 return;
             }
@@ -491,4 +517,61 @@ fn dedup_key(domain: u8, source: &NodeId, id: &EnvelopeId, attempt: u8) -> Envel
     let mut key = [0u8; 16];
     key.copy_from_slice(&digest[..16]);
     key
+}
+
+/// Requests received in the last dedup TTL: the link each came in on (the way back) and
+/// the response once given, sent again when a copy of the request arrives. Bounded in
+/// entries and in response bytes; the oldest go first.
+#[derive(Default)]
+pub(super) struct RecentRequests {
+    entries: BTreeMap<(NodeId, EnvelopeId), Recent>,
+    order: VecDeque<(Instant, (NodeId, EnvelopeId))>,
+    bytes: usize,
+}
+
+pub(super) struct Recent {
+    pub arrived_on: ConnId,
+    pub response: Option<Bytes>,
+}
+
+/// Requests remembered at most.
+const MAX_RECENT: usize = 4096;
+/// Response bytes remembered at most.
+const MAX_RECENT_BYTES: usize = 4 << 20;
+
+impl RecentRequests {
+    fn insert(&mut self, now: Instant, ttl: Duration, key: (NodeId, EnvelopeId), conn: ConnId) {
+        while let Some(&(at, old)) = self.order.front() {
+            if now < at + ttl && self.order.len() < MAX_RECENT {
+                break;
+            }
+            self.order.pop_front();
+            if let Some(r) = self.entries.remove(&old) {
+                self.bytes -= r.response.map_or(0, |b| b.len());
+            }
+        }
+        self.order.push_back((now, key));
+        self.entries.insert(
+            key,
+            Recent {
+                arrived_on: conn,
+                response: None,
+            },
+        );
+    }
+
+    fn get(&self, key: &(NodeId, EnvelopeId)) -> Option<&Recent> {
+        self.entries.get(key)
+    }
+
+    /// Remember the response (if the byte budget allows; else it is not resent).
+    fn answered(&mut self, key: &(NodeId, EnvelopeId), response: Bytes) {
+        let Some(r) = self.entries.get_mut(key) else {
+            return;
+        };
+        if r.response.is_none() && self.bytes + response.len() <= MAX_RECENT_BYTES {
+            self.bytes += response.len();
+            r.response = Some(response);
+        }
+    }
 }

@@ -375,6 +375,7 @@ pub struct Node {
     outbox: Outbox,
     dedup: DedupFilter,
     relay_dedup: DedupFilter,
+    recent: ipc::RecentRequests,
     routes: Routes,
     directory: Directory,
     schedule: Option<Schedule>,
@@ -403,6 +404,7 @@ impl Node {
         Node {
             dedup: DedupFilter::new(config.dedup, &mut rng),
             relay_dedup: DedupFilter::new(config.dedup, &mut rng),
+            recent: ipc::RecentRequests::default(),
             routes: Routes::new(me, config.max_routes),
             directory: Directory::new(me, config.max_members, config.member_ttl),
             schedule: None,

@@ -509,3 +509,51 @@ fn joining_and_peer_exchange_fill_the_directory_and_dial_members() {
         );
     }
 }
+
+#[test]
+fn a_response_lost_for_want_of_a_route_is_sent_again_for_the_retransmitted_request() {
+    // n0 - n1 - n2 settled; then n3 joins at n0 and asks n2 at once: n2 answers before
+    // the route back to n3 has reached n1, so n1 drops the first response.
+    let mut net = Net::new(4, config());
+    net.nodes[1].add_seed(net.now, "n0");
+    net.nodes[2].add_seed(net.now, "n1");
+    net.advance(Duration::ZERO);
+    net.advance(Duration::from_millis(100));
+    net.nodes[3].add_seed(net.now, "n0");
+    let c = net.id(2);
+    let mut waited = 0;
+    while net.nodes[3].routes().all(|(d, _)| d != c) {
+        net.advance(Duration::from_millis(1));
+        waited += 1;
+        assert!(waited < 1000, "n3 learns a route to n2");
+    }
+    let id = net.nodes[3]
+        .request(net.now, c, Target::Node, b"hi", Duration::from_secs(5))
+        .unwrap();
+    let mut answered = 0;
+    for _ in 0..300 {
+        net.run();
+        let tokens: Vec<RequestToken> = net.events[2]
+            .drain(..)
+            .filter_map(|e| match e {
+                NodeEvent::Request { request, .. } => Some(request),
+                _ => None,
+            })
+            .collect();
+        for t in tokens {
+            net.nodes[2].respond(net.now, t, b"hello").unwrap();
+            answered += 1;
+        }
+        net.advance(Duration::from_millis(10));
+    }
+    assert_eq!(answered, 1, "the application sees the request once");
+    let responses = net.events[3]
+        .iter()
+        .filter(|e| matches!(e, NodeEvent::Response { id: i, .. } if *i == id))
+        .count();
+    assert_eq!(responses, 1);
+    // The scenario did happen: n1 had no route for the first response, and n2 answered
+    // the retransmitted copy from its cache.
+    assert_eq!(net.nodes[1].stats().no_route, 1);
+    assert_eq!(net.nodes[2].stats().duplicates, 1);
+}
