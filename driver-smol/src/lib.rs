@@ -31,12 +31,13 @@ use std::time::Duration;
 
 use async_net::{TcpListener, TcpStream};
 use weft_mesh_driver::{
-    ws_config, ws_path_check, Accepted, BoxFuture, MeshStream, MeshTransport, Runtime, Sockets,
+    ws_config, ws_path_check, Accepted, MeshStream, MeshTransport, Runtime, Sockets,
 };
 
 pub use weft_mesh_driver::{
-    identity_file, weft_mesh, Addr, AddrError, Events, MeshBuilder, MeshError, MeshEvent,
-    Responder, RouteSummary, StartError, Target, DEV_GENESIS,
+    identity_file, weft_mesh, Addr, AddrError, BoxFuture, DiscoveryBackend, DiscoveryError, Events,
+    MeshBuilder, MeshError, MeshEvent, Responder, RouteSummary, StartError, StaticDiscovery,
+    Target, DEV_GENESIS,
 };
 
 /// A mesh node on smol.

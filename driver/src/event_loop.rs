@@ -24,6 +24,7 @@ use weft_mesh::node::{
 };
 use weft_mesh::{Identity, Instant, NodeId};
 
+use crate::discovery::{self, Discovery};
 use crate::mesh::{Responder, RouteSummary, Subscribers};
 use crate::runtime::{Incoming, TransportListener, Transports};
 use crate::{os_rng, Addr, MeshError, MeshEvent, MeshStream, Runtime};
@@ -117,6 +118,7 @@ pub(crate) struct Setup<R> {
     pub transports: Transports,
     pub seeds: Vec<Addr>,
     pub connect_timeout: Duration,
+    pub discovery: Discovery,
 }
 
 /// A connection the loop knows: its writer queue and reader task.
@@ -207,6 +209,15 @@ pub(crate) fn spawn<R: Runtime>(setup: Setup<R>) -> async_channel::Sender<Comman
     for (listener, addr) in setup.listeners {
         info!(%addr, "listening");
         el.spawn_acceptor(listener);
+    }
+    if !setup.discovery.backends.is_empty() {
+        // Aborted with the acceptors when the node shuts down.
+        let run = discovery::run(setup.runtime.clone(), setup.discovery, cmd_tx.downgrade());
+        let (task, handle) = future::abortable(run);
+        el.tasks.push(handle);
+        setup
+            .runtime
+            .spawn(task.map(|_| ()).instrument(info_span!("discovery")));
     }
     drop(_guard);
     setup.runtime.spawn(el.run(cmd_rx, io_rx).instrument(span));

@@ -1,6 +1,7 @@
 //! The part of the weft-mesh drivers that does not depend on the async runtime: the
 //! event loop around the core [`weft_mesh::node::Node`], transport addresses, the
-//! TCP/WebSocket byte-stream adaptation, identity files and the [`Mesh`] handle.
+//! TCP/WebSocket byte-stream adaptation, identity files, discovery backends
+//! ([`DiscoveryBackend`]) and the [`Mesh`] handle.
 //!
 //! Applications use it through `weft-mesh-tokio` or `weft-mesh-smol`, which only
 //! implement [`Runtime`] (spawn, sleep, the transports) and [`Sockets`] (the socket
@@ -8,6 +9,7 @@
 #![warn(missing_docs)]
 
 mod addr;
+mod discovery;
 mod event_loop;
 pub mod identity_file;
 mod mesh;
@@ -16,6 +18,9 @@ mod sockets;
 mod stream;
 
 pub use addr::{Addr, AddrError};
+pub use discovery::{
+    DiscoveryBackend, DiscoveryError, StaticDiscovery, DISCOVERY_TIMEOUT, MAX_DISCOVERED,
+};
 pub use identity_file::os_rng;
 pub use mesh::{
     Events, Mesh, MeshBuilder, MeshError, MeshEvent, Responder, RouteSummary, StartError,

@@ -16,9 +16,10 @@ use weft_mesh::node::{
 };
 use weft_mesh::{CloseReason, Identity, NodeId};
 
+use crate::discovery::Discovery;
 use crate::event_loop::{self, Command};
 use crate::runtime::Transports;
-use crate::{Addr, AddrError, Runtime};
+use crate::{Addr, AddrError, DiscoveryBackend, Runtime};
 
 /// Something that happened in the mesh. Every subscriber sees every event.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -248,6 +249,8 @@ pub struct MeshBuilder<R> {
     seeds: Vec<String>,
     advertise: Vec<String>,
     connect_timeout: Duration,
+    discovery: Vec<Arc<dyn DiscoveryBackend>>,
+    discovery_interval: Duration,
 }
 
 impl<R: Runtime> MeshBuilder<R> {
@@ -264,6 +267,8 @@ impl<R: Runtime> MeshBuilder<R> {
             seeds: Vec::new(),
             advertise: Vec::new(),
             connect_timeout: Duration::from_secs(5),
+            discovery: Vec::new(),
+            discovery_interval: Duration::from_secs(30),
         }
     }
 
@@ -288,6 +293,26 @@ impl<R: Runtime> MeshBuilder<R> {
     /// Keep a connection to `addr`, redialing with backoff.
     pub fn seed(mut self, addr: impl Into<String>) -> Self {
         self.seeds.push(addr.into());
+        self
+    }
+
+    /// Also find cluster members through `backend` (repeatable: every backend is
+    /// used). It is polled when the node starts and then every
+    /// [`MeshBuilder::discovery_interval`], each poll given at most
+    /// [`crate::DISCOVERY_TIMEOUT`]; every address it reports that was not reported
+    /// before becomes a seed, as with [`Mesh::connect`] (at most
+    /// [`crate::MAX_DISCOVERED`] addresses in all; the node's own listen and
+    /// advertised addresses are skipped). A failed poll is logged and retried at the
+    /// next interval.
+    pub fn discovery(mut self, backend: impl DiscoveryBackend) -> Self {
+        self.discovery.push(Arc::new(backend));
+        self
+    }
+
+    /// How often the [`MeshBuilder::discovery`] backends are polled (default 30 s;
+    /// at least 10 ms).
+    pub fn discovery_interval(mut self, interval: Duration) -> Self {
+        self.discovery_interval = interval;
         self
     }
 
@@ -371,6 +396,15 @@ impl<R: Runtime> MeshBuilder<R> {
                 .map(Addr::to_string)
                 .collect();
         }
+        let discovery = Discovery {
+            backends: self.discovery,
+            interval: self.discovery_interval,
+            own: local_addrs
+                .iter()
+                .cloned()
+                .chain(config.advertise.iter().filter_map(|a| a.parse().ok()))
+                .collect(),
+        };
         let commands = event_loop::spawn(event_loop::Setup {
             runtime: self.runtime,
             subscribers: self.subscribers.clone(),
@@ -380,6 +414,7 @@ impl<R: Runtime> MeshBuilder<R> {
             listeners,
             seeds,
             connect_timeout: self.connect_timeout,
+            discovery,
         });
         let local_addrs = Arc::new(local_addrs);
         Ok(Mesh {

@@ -1,6 +1,6 @@
 //! End to end over real loopback sockets: both runtimes, both transports, and every
 //! pairing of them; messages and requests relayed along a line of nodes; rejections,
-//! vanishing peers, reconnects and hostile clients.
+//! vanishing peers, reconnects and hostile clients; discovery backends.
 
 use std::time::Duration;
 
@@ -9,7 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_mesh::handshake::PqPolicy;
 use weft_mesh::{CloseReason, Identity, NodeId, Rng};
 use weft_mesh_driver::{
-    Events, Mesh, MeshBuilder, MeshError, MeshEvent, RouteSummary, Runtime, Target,
+    Addr, BoxFuture, DiscoveryBackend, DiscoveryError, Events, Mesh, MeshBuilder, MeshError,
+    MeshEvent, RouteSummary, Runtime, StaticDiscovery, Target,
 };
 use weft_mesh_smol::Smol;
 use weft_mesh_tokio::Tokio;
@@ -642,4 +643,108 @@ async fn a_peer_that_stops_reading_does_not_pin_our_socket_after_close() {
         "a's socket was still open seconds after the close"
     );
     b.shutdown().await;
+}
+
+/// `b` knows `a` only through a static discovery list (no seed): it dials it.
+async fn static_discovery<A: Runtime, B: Runtime>(ra: A, rb: B, listen: &str) {
+    let (a, mut ae) = start(ra, |x| x.listen(listen)).await;
+    let list = StaticDiscovery::new([a.local_addrs()[0].to_string()]).expect("valid list");
+    let (b, mut be) = start(rb, |x| x.discovery(list)).await;
+    assert_eq!(peer_up(&mut be).await.0, a.node_id());
+    assert_eq!(peer_up(&mut ae).await.0, b.node_id());
+    b.send(
+        a.node_id(),
+        Target::Node,
+        Bytes::from_static(b"found by list"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        message(&mut ae).await,
+        (b.node_id(), Bytes::from_static(b"found by list"))
+    );
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_only_a_static_discovery_list_connects_to_it() {
+    static_discovery(Tokio, Tokio, "tcp://127.0.0.1:0").await;
+    static_discovery(Tokio, Smol, "ws://127.0.0.1:0/mesh").await;
+}
+
+#[test]
+fn a_smol_node_with_only_a_static_discovery_list_connects_to_it() {
+    smol::block_on(static_discovery(Smol, Smol, "tcp://127.0.0.1:0"));
+}
+
+/// A discovery backend that fails on its first poll and then reports `addr`.
+struct FailsFirst {
+    addr: std::sync::Arc<std::sync::Mutex<Option<Addr>>>,
+    polls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl DiscoveryBackend for FailsFirst {
+    fn name(&self) -> &str {
+        "fails-first"
+    }
+
+    fn discover(&self) -> BoxFuture<Result<Vec<Addr>, DiscoveryError>> {
+        let poll = self.polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let addr = self.addr.lock().unwrap().clone();
+        Box::pin(async move {
+            match (poll, addr) {
+                (0, _) => Err(DiscoveryError::other("not reachable yet")),
+                (_, addr) => Ok(addr.into_iter().collect()),
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_discovery_backend_is_retried_and_does_not_stop_the_mesh() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let addr = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let polls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let backend = FailsFirst {
+        addr: addr.clone(),
+        polls: polls.clone(),
+    };
+    // b starts first: its first poll (at start) fails whatever a does.
+    let (b, mut be) = start(Tokio, |x| {
+        x.discovery(backend)
+            .discovery_interval(Duration::from_millis(50))
+    })
+    .await;
+    let (a, mut ae) = start(Smol, |x| x.listen("tcp://127.0.0.1:0")).await;
+    *addr.lock().unwrap() = Some(a.local_addrs()[0].clone());
+    assert_eq!(peer_up(&mut be).await.0, a.node_id());
+    assert_eq!(peer_up(&mut ae).await.0, b.node_id());
+    assert!(polls.load(SeqCst) >= 2, "the failed poll was retried");
+    // Later polls report the same address again: it is not dialed again.
+    let polled = timeout(WAIT, async {
+        while polls.load(SeqCst) < 5 {
+            async_io::Timer::after(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(polled.is_ok(), "the backend is still polled");
+    assert_eq!(b.peers().await.unwrap().len(), 1);
+    b.send(
+        a.node_id(),
+        Target::Node,
+        Bytes::from_static(b"still running"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        message(&mut ae).await,
+        (b.node_id(), Bytes::from_static(b"still running"))
+    );
+    b.shutdown().await;
+    // Polling stops with the mesh.
+    let after = polls.load(SeqCst);
+    async_io::Timer::after(Duration::from_millis(200)).await;
+    assert!(polls.load(SeqCst) <= after + 1, "polled after shutdown");
+    a.shutdown().await;
 }

@@ -85,7 +85,13 @@ impl Node {
         let back = self.recent.get(&key).map(|r| r.arrived_on);
         let response = Bytes::copy_from_slice(data);
         self.recent.answered(&key, response.clone());
-        self.emit(Kind::Response, request.from, request.envelope, &response, back);
+        self.emit(
+            Kind::Response,
+            request.from,
+            request.envelope,
+            &response,
+            back,
+        );
         Ok(())
     }
 
@@ -376,7 +382,8 @@ impl Node {
                 let key = (from, id);
                 if fresh {
                     if kind == Kind::Request {
-                        self.recent.insert(self.now, self.config.dedup.ttl, key, conn);
+                        self.recent
+                            .insert(self.now, self.config.dedup.ttl, key, conn);
                     }
                     self.deliver(env, hops);
                 } else {
@@ -385,7 +392,9 @@ impl Node {
                 // A copy is answered again: the first answer may have been lost.
                 if kind == Kind::Data {
                     self.emit(Kind::Receipt, from, id, &[], Some(conn));
-                } else if let Some(response) = self.recent.get(&key).and_then(|r| r.response.clone()) {
+                } else if let Some(response) =
+                    self.recent.get(&key).and_then(|r| r.response.clone())
+                {
                     self.emit(Kind::Response, from, id, &response, Some(conn));
                 }
             }
