@@ -47,6 +47,7 @@ impl Node {
 
     /// Dial `node` at an address from the directory. False if none is known or the
     /// node is at capacity.
+    /// Dials to one node back off like seeds (jittered doubling from `redial_min`).
     pub(super) fn dial_node(&mut self, node: NodeId) -> bool {
         if self.shutting_down || self.check_capacity().is_err() || self.is_banned(&node) {
             return false;
@@ -55,6 +56,12 @@ impl Node {
             return false;
         };
         let now = self.now;
+        if !self
+            .dial_backoff
+            .allow(now, node, &self.config, &mut self.rng)
+        {
+            return false;
+        }
         let link = Link::connect(
             self.config.link.clone(),
             self.identity.clone(),
@@ -281,5 +288,49 @@ impl Node {
                 self.close(now, conn, CloseReason::Normal);
             }
         }
+    }
+}
+
+/// When each node may be dialed again on demand or for discovery. Bounded: the oldest
+/// entries go first (forgetting one only allows an earlier dial).
+#[derive(Default)]
+pub(crate) struct DialBackoff {
+    next: alloc::collections::BTreeMap<NodeId, (Instant, Duration)>,
+}
+
+/// Nodes whose dial backoff is remembered, at most.
+const MAX_BACKOFFS: usize = 1024;
+
+impl DialBackoff {
+    /// Whether `node` may be dialed at `now`; if so, the next dial waits longer.
+    fn allow(
+        &mut self,
+        now: Instant,
+        node: NodeId,
+        config: &super::NodeConfig,
+        rng: &mut crate::Rng,
+    ) -> bool {
+        let (min, max) = (config.redial_min, config.redial_max);
+        let backoff = match self.next.get(&node) {
+            Some(&(at, _)) if now < at => return false,
+            // Quiet for a whole maximum backoff since it was allowed: start over.
+            Some(&(at, b)) if now < at + max => (b * 2).min(max),
+            _ => min,
+        };
+        if self.next.len() >= MAX_BACKOFFS && !self.next.contains_key(&node) {
+            let oldest = self
+                .next
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(n, _)| *n);
+            if let Some(n) = oldest {
+                self.next.remove(&n);
+            }
+        }
+        let half = backoff.as_micros() as u64 / 2;
+        let jitter = if half > 0 { rng.next_u64() % half } else { 0 };
+        let wait = Duration::from_micros(half + jitter);
+        self.next.insert(node, (now + wait, backoff));
+        true
     }
 }

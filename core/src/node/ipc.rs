@@ -261,14 +261,23 @@ impl Node {
 
     /// `conn` closed: what was last sent over it goes again along another way.
     pub(super) fn resend_from(&mut self, conn: ConnId, peer: Option<NodeId>, reason: CloseReason) {
+        // A peer that closed over a record or frame error (ours, as it saw it) would
+        // only close again: its messages fail now instead of being resent.
+        let offended = (0x0200..0x0300).contains(&reason.code());
         for id in self.outbox.sent_on(conn) {
+            let mut fail = false;
             if let Some(p) = self.outbox.get_mut(id) {
                 p.via = None;
                 if peer == Some(p.to) {
                     p.problem = Some(SendFailure::PeerClosed(reason));
+                    fail = offended;
                 }
             }
-            let _ = self.transmit(id, false);
+            if fail {
+                self.fail(id, SendFailure::PeerClosed(reason));
+            } else {
+                let _ = self.transmit(id, false);
+            }
         }
     }
 
@@ -334,8 +343,11 @@ impl Node {
             }
         };
         if env.header.dest == self.identity.node_id() {
-            // The link authenticates its peer; anyone else must have signed.
-            if env.header.source != from && !(env.signed && env.verify()) {
+            // The link authenticates its peer, for what it sends itself (hop count 0);
+            // anything else must carry a valid signature of its source.
+            let own = env.header.source == from && env.header.hop_count == 0;
+            let authentic = own || (env.signed && env.verify());
+            if !authentic {
                 self.stats.forged += 1;
                 return;
             }
@@ -446,7 +458,9 @@ impl Node {
     /// Forward an envelope for another node, or tell its source why not.
     fn relay(&mut self, env: Envelope, arrived_on: ConnId) {
         let h = &env.header;
-        if !env.signed {
+        // Unsigned envelopes are for the link peer only; and nobody relays on our behalf
+        // what we never sent (the next hop would take it for our own).
+        if !env.signed || h.source == self.identity.node_id() {
             self.stats.forged += 1;
             return;
         }

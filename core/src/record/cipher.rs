@@ -13,12 +13,12 @@
 //! A fuzzer that mutates bytes on an established link only ever reaches the AEAD's
 //! tag check: every mutated record fails with `DecryptFailed` and the frame decoder,
 //! reassembly and everything above never see fuzz bytes. With the feature compiled in,
-//! [`RecordConfig::set_fuzzing_null_cipher`](super::RecordConfig::set_fuzzing_null_cipher)
+//! `RecordConfig::set_fuzzing_null_cipher(true)` (which exists only with the feature)
 //! switches every record cipher created afterwards (process-wide) to a null cipher:
 //!
-//! * seal: the plaintext stays as it is and the fixed tag [`NULL_TAG`] (16 zero bytes)
+//! * seal: the plaintext stays as it is and the fixed tag `NULL_TAG` (16 zero bytes)
 //!   follows it;
-//! * open: a record shorter than a tag, or whose last 16 bytes are not [`NULL_TAG`],
+//! * open: a record shorter than a tag, or whose last 16 bytes are not `NULL_TAG`,
 //!   fails exactly like a forged record (`OpenError`, so the link closes with
 //!   `DecryptFailed`); otherwise the plaintext is what precedes the tag.
 //!
@@ -27,11 +27,13 @@
 //! wins over the `ring` feature.
 //!
 //! The feature alone changes nothing: it only compiles the switch in, and the switch
-//! starts off. This matters because Cargo unifies features: a workspace-wide build or
-//! `cargo test --workspace` that includes the fuzz crate compiles the core with
-//! `fuzzing` for every crate of the build, the drivers and simulator included, and
-//! they must keep their real cipher. Only the fuzz harnesses that need it (the
-//! whole-`Node` script fuzzer) flip the switch, in their own test process.
+//! starts off. This matters twice. Cargo unifies features: `cargo test --workspace`
+//! builds the core with `fuzzing` for every crate of the build (the fuzz crate enables
+//! it), the drivers and the simulator included, and they must keep their real cipher.
+//! And the older harnesses of the fuzz crate (`link_pair`, `link_initiator`,
+//! `link_responder`) assert what a real AEAD guarantees (a corrupted record never turns
+//! into a frame); only the whole-`Node` script fuzzer (`fuzz/tests/node.rs`) flips the
+//! switch, in its own test process.
 
 use zeroize::Zeroizing;
 
