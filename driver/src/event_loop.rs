@@ -123,7 +123,9 @@ pub(crate) struct Setup<R> {
 
 /// A connection the loop knows: its writer queue and reader task.
 struct Conn {
-    writer: Option<async_channel::Sender<Vec<u8>>>,
+    /// Transmissions as (buffer, bytes used): buffers keep their full length, so that
+    /// reusing one never zero-fills it again.
+    writer: Option<async_channel::Sender<(Vec<u8>, usize)>>,
     in_flight: usize,
     /// Abort the reader and the writer task (a writer can block on a peer that stopped
     /// reading; nothing else would ever end it).
@@ -237,6 +239,10 @@ impl<R: Runtime> EventLoop<R> {
         let io_batch = io.clone();
         let mut commands = std::pin::pin!(commands.fuse());
         let mut io = std::pin::pin!(io.fuse());
+        // The armed timer and when it fires. It is replaced only by an earlier deadline
+        // (or after it fired): a later one just means one early, harmless wake-up, and
+        // re-registering a timer on every message costs more than that.
+        let mut armed: Option<(std::time::Instant, futures::future::Fuse<_>)> = None;
         loop {
             let now = self.now();
             self.node.handle_timeout(now);
@@ -264,14 +270,25 @@ impl<R: Runtime> EventLoop<R> {
             } else {
                 wait
             };
-            let mut timer = std::pin::pin!(self.runtime.sleep(wait).fuse());
+            let at = std::time::Instant::now() + wait;
+            if armed.as_ref().is_some_and(|(armed_at, _)| at < *armed_at) {
+                armed = None;
+            }
+            let runtime = &self.runtime;
+            let mut timer = &mut armed
+                .get_or_insert_with(|| (at, Box::pin(runtime.sleep(wait)).fuse()))
+                .1;
+            let mut fired = false;
             if backlogged {
                 futures::select_biased! {
                     cmd = commands.next() => match cmd {
                         Some(cmd) => self.command(cmd),
                         None => self.begin_shutdown(None),
                     },
-                    () = timer => {}
+                    () = timer => fired = true,
+                }
+                if fired {
+                    armed = None;
                 }
                 continue;
             }
@@ -294,7 +311,10 @@ impl<R: Runtime> EventLoop<R> {
                         }
                     }
                 },
-                () = timer => {}
+                () = timer => fired = true,
+            }
+            if fired {
+                armed = None;
             }
         }
         self.stop();
@@ -441,14 +461,14 @@ impl<R: Runtime> EventLoop<R> {
             mut reader,
             mut writer,
         } = wire;
-        let (tx, rx) = async_channel::bounded::<Vec<u8>>(IN_FLIGHT);
+        let (tx, rx) = async_channel::bounded::<(Vec<u8>, usize)>(IN_FLIGHT);
         entry.writer = Some(tx);
         let io = self.io_tx.clone();
         let (write_task, write_handle) = future::abortable(
             async move {
                 let mut error = None;
-                while let Ok(buf) = rx.recv().await {
-                    if let Err(e) = writer.write(&buf).await {
+                while let Ok((buf, n)) = rx.recv().await {
+                    if let Err(e) = writer.write(&buf[..n]).await {
                         error = Some(e);
                         break;
                     }
@@ -520,13 +540,12 @@ impl<R: Runtime> EventLoop<R> {
         let Some(writer) = &c.writer else { return };
         while c.in_flight < IN_FLIGHT {
             let mut buf = self.spare.pop().unwrap_or_default();
-            buf.resize(MAX_TRANSMIT, 0);
+            buf.resize(MAX_TRANSMIT, 0); // only a fresh buffer is filled
             let Some(n) = self.node.poll_transmit(now, conn, &mut buf) else {
                 self.spare.push(buf);
                 break;
             };
-            buf.truncate(n);
-            if let Err(e) = writer.try_send(buf) {
+            if let Err(e) = writer.try_send((buf, n)) {
                 tracing::warn!(%conn, closed = e.is_closed(), "writer refused a transmission");
                 break;
             }

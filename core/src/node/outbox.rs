@@ -37,7 +37,8 @@ pub(crate) struct Pending {
 pub(crate) struct Outbox {
     by_id: BTreeMap<u64, Pending>,
     by_envelope: BTreeMap<EnvelopeId, u64>,
-    /// (deadline or retry time, id); stale entries are skipped when popped.
+    /// (deadline or retry time, id) of every entry: exactly its live times, so the
+    /// set never outgrows the outbox.
     timers: BTreeSet<(Instant, u64)>,
 }
 
@@ -62,6 +63,12 @@ impl Outbox {
     /// Arm `id`'s retry at `at`.
     pub(crate) fn set_retry(&mut self, id: u64, at: Option<Instant>) {
         if let Some(p) = self.by_id.get_mut(&id) {
+            if let Some(old) = p.retry {
+                // Keep the deadline's own entry when both fall on the same instant.
+                if old != p.deadline {
+                    self.timers.remove(&(old, id));
+                }
+            }
             p.retry = at;
             if let Some(at) = at {
                 self.timers.insert((at, id));
@@ -90,6 +97,10 @@ impl Outbox {
     pub(crate) fn remove(&mut self, id: u64) -> Option<Pending> {
         let p = self.by_id.remove(&id)?;
         self.by_envelope.remove(&p.envelope);
+        self.timers.remove(&(p.deadline, id));
+        if let Some(r) = p.retry {
+            self.timers.remove(&(r, id));
+        }
         Some(p)
     }
 
@@ -101,14 +112,16 @@ impl Outbox {
                 break;
             }
             self.timers.pop_first();
-            let Some(p) = self.by_id.get(&id) else {
+            let Some(p) = self.by_id.get_mut(&id) else {
                 continue;
             };
             if p.deadline <= now {
                 if let Some(p) = self.remove(id) {
                     expired.push((id, p));
                 }
-            } else if p.retry.is_some_and(|r| r <= now) && !retry.contains(&id) {
+            } else if p.retry.is_some_and(|r| r <= now) {
+                // Its timer entry is gone: the retry is due and taken.
+                p.retry = None;
                 retry.push(id);
             }
         }
@@ -135,5 +148,61 @@ impl Outbox {
             .filter(|(_, p)| p.via.is_none())
             .map(|(id, _)| *id)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::time::Duration;
+
+    fn pending(n: u8, deadline: Instant, retry: Option<Instant>) -> Pending {
+        Pending {
+            to: NodeId::from_bytes([n; 32]),
+            kind: Kind::Data,
+            target: Target::Node,
+            envelope: [n; 16],
+            payload: Bytes::new(),
+            deadline,
+            retry,
+            attempt: 0,
+            via: None,
+            problem: None,
+        }
+    }
+
+    #[test]
+    fn answered_entries_leave_no_timers_behind() {
+        let mut o = Outbox::default();
+        let t = |ms| Instant::ZERO + Duration::from_millis(ms);
+        for i in 0..100u8 {
+            o.insert(u64::from(i), pending(i, t(10_000), Some(t(1000))));
+            o.set_retry(u64::from(i), Some(t(2000)));
+        }
+        assert_eq!(o.timers.len(), 200, "a deadline and one retry each");
+        for i in 0..100u8 {
+            assert!(o.answer(&[i; 16]).is_some());
+        }
+        assert!(o.timers.is_empty() && o.next_deadline().is_none());
+    }
+
+    #[test]
+    fn due_retries_are_taken_once_and_deadlines_expire() {
+        let mut o = Outbox::default();
+        let t = |ms| Instant::ZERO + Duration::from_millis(ms);
+        o.insert(1, pending(1, t(5000), Some(t(1000))));
+        let (expired, retry) = o.due(t(1000));
+        assert!(expired.is_empty());
+        assert_eq!(retry, [1]);
+        assert_eq!(
+            o.due(t(1500)).1,
+            Vec::<u64>::new(),
+            "not again until re-armed"
+        );
+        assert_eq!(o.next_deadline(), Some(t(5000)));
+        let (expired, _) = o.due(t(5000));
+        assert_eq!(expired.len(), 1);
+        assert_eq!(o.len(), 0);
+        assert!(o.timers.is_empty());
     }
 }
