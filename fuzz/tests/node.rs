@@ -1311,27 +1311,8 @@ impl Harness {
         };
         let dialer = wire.ends[0].as_ref().expect("a dial has its dialer").node;
         if let Some(t) = node_at(&addr).filter(|_| accept) {
-            let now = self.now;
-            let live = self.nodes[t].live.len();
-            let peer = &mut self.nodes[t];
-            peer.latest = peer.latest.max(now);
-            let result = peer
-                .node
-                .accept(now, Some(format!("tcp://node{dialer}.fuzz:{}", 40000 + w)));
-            if live >= self.config.max_links {
-                assert_eq!(
-                    result,
-                    Err(AcceptError::TooManyLinks),
-                    "node {t}: accept at max_links"
-                );
-            }
-            if let Ok(conn) = result {
-                assert!(
-                    !peer.live.contains(&conn),
-                    "node {t}: accept reused the live {conn}"
-                );
-                peer.live.insert(conn);
-                peer.known.insert(conn);
+            let from = format!("tcp://node{dialer}.fuzz:{}", 40000 + w);
+            if let Some(conn) = self.checked_accept(t, Some(from)) {
                 self.wires.get_mut(&w).expect("exists").ends[1] = Some(End::new(t, conn));
                 self.by_conn.insert((t, conn), w);
                 self.drain(t);
@@ -1342,13 +1323,14 @@ impl Harness {
         self.tell_closed(w, 0);
     }
 
-    /// A stranger connects to node `n`.
-    fn stranger(&mut self, n: usize) {
+    /// Node `n` accepts a connection: refused exactly at `max_links`, never reusing a
+    /// live id.
+    fn checked_accept(&mut self, n: usize, addr: Option<String>) -> Option<ConnId> {
         let now = self.now;
         let live = self.nodes[n].live.len();
         let peer = &mut self.nodes[n];
         peer.latest = peer.latest.max(now);
-        let result = peer.node.accept(now, None);
+        let result = peer.node.accept(now, addr);
         if live >= self.config.max_links {
             assert_eq!(
                 result,
@@ -1356,13 +1338,19 @@ impl Harness {
                 "node {n}: accept at max_links"
             );
         }
-        if let Ok(conn) = result {
-            assert!(
-                !peer.live.contains(&conn),
-                "node {n}: accept reused the live {conn}"
-            );
-            peer.live.insert(conn);
-            peer.known.insert(conn);
+        let conn = result.ok()?;
+        assert!(
+            !peer.live.contains(&conn),
+            "node {n}: accept reused the live {conn}"
+        );
+        peer.live.insert(conn);
+        peer.known.insert(conn);
+        Some(conn)
+    }
+
+    /// A stranger connects to node `n`.
+    fn stranger(&mut self, n: usize) {
+        if let Some(conn) = self.checked_accept(n, None) {
             let w = self.next_wire;
             self.next_wire += 1;
             self.wires.insert(

@@ -11,7 +11,6 @@
 
 use std::time::Duration;
 
-use weft_mesh::handshake::PqPolicy;
 use weft_mesh::node::NodeEvent;
 use weft_mesh_tests::sim::{NetProfile, Sim, SimConfig};
 
@@ -35,8 +34,7 @@ fn main() {
             ..SimConfig::default()
         };
         let mut sim = Sim::new(links as u64, config);
-        let mut node_config = sim.node_config();
-        node_config.link.handshake.pq = PqPolicy::Off;
+        let node_config = sim.classical_config();
         let nodes = sim.add_nodes(links + 1, &node_config);
         for w in nodes.windows(2) {
             sim.seed(w[1], w[0]);

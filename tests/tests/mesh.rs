@@ -8,19 +8,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use weft_mesh::handshake::PqPolicy;
 use weft_mesh::node::{MessageId, NodeConfig, NodeEvent, SendFailure};
 use weft_mesh::NodeId;
 use weft_mesh_tests::sim::{with_seed, FaultConfig, NetProfile, NodeIdx, Sim, SimConfig};
 
 const SEC: Duration = Duration::from_secs(1);
-
-/// Node settings without the ML-KEM upgrade (cheaper handshakes for the big runs).
-fn classical(sim: &Sim) -> NodeConfig {
-    let mut c = sim.node_config();
-    c.link.handshake.pq = PqPolicy::Off;
-    c
-}
 
 /// `n` nodes where node `i + 1` seeds node `i`: each is linked to its neighbours only.
 fn line(sim: &mut Sim, n: usize, config: &NodeConfig) -> Vec<NodeIdx> {
@@ -141,7 +133,7 @@ fn a_ring_delivers_every_copy_exactly_once() {
             ..SimConfig::default()
         };
         let mut sim = Sim::new(seed, config);
-        let mut node_config = classical(&sim);
+        let mut node_config = sim.classical_config();
         // Retransmit long before an answer can come back: copies of every relayed
         // message chase each other around the ring's two paths.
         node_config.retry_interval = Duration::from_millis(30);
@@ -178,7 +170,7 @@ fn a_ring_delivers_every_copy_exactly_once() {
 fn a_nine_hop_path_fails_with_the_hop_limit() {
     with_seed("a_nine_hop_path_fails_with_the_hop_limit", 3, |seed| {
         let mut sim = Sim::new(seed, SimConfig::default());
-        let config = classical(&sim);
+        let config = sim.classical_config();
         let nodes = line(&mut sim, 10, &config);
         let (first, ninth, eighth) = (nodes[0], nodes[9], nodes[8]);
         assert!(sim
@@ -204,7 +196,7 @@ fn a_nine_hop_path_fails_with_the_hop_limit() {
 fn partition_then_heal_resumes_delivery() {
     with_seed("partition_then_heal_resumes_delivery", 4, |seed| {
         let mut sim = Sim::new(seed, SimConfig::default());
-        let mut config = classical(&sim);
+        let mut config = sim.classical_config();
         config.message_timeout = 60 * SEC;
         let nodes = line(&mut sim, 6, &config);
         let (a, b) = (nodes[0], nodes[5]);
@@ -248,7 +240,7 @@ fn a_crash_mid_request_times_out() {
             ..SimConfig::default()
         };
         let mut sim = Sim::new(seed, config);
-        let node_config = classical(&sim);
+        let node_config = sim.classical_config();
         let nodes = line(&mut sim, 3, &node_config);
         let (a, c) = (nodes[0], nodes[2]);
         assert!(sim
@@ -294,7 +286,7 @@ fn two_hundred_nodes_with_resets_deliver_every_message_exactly_once() {
                 ..SimConfig::default()
             };
             let mut sim = Sim::new(seed, config);
-            let mut node_config = classical(&sim);
+            let mut node_config = sim.classical_config();
             node_config.message_timeout = 30 * SEC;
             node_config.target_peers = 0; // links come from the seeds only
             let n = 200;

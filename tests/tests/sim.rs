@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use weft_mesh::handshake::PqPolicy;
 use weft_mesh::node::{MessageId, NodeConfig, NodeEvent};
 use weft_mesh::{CloseReason, Instant};
 use weft_mesh_tests::sim::{
@@ -15,13 +14,6 @@ use weft_mesh_tests::sim::{
 };
 
 const SEC: Duration = Duration::from_secs(1);
-
-/// Node settings without the ML-KEM upgrade (cheaper handshakes for the big runs).
-fn classical(sim: &Sim) -> NodeConfig {
-    let mut c = sim.node_config();
-    c.link.handshake.pq = PqPolicy::Off;
-    c
-}
 
 /// `n` nodes where each seeds the next (and the last the first).
 fn ring(sim: &mut Sim, n: usize, config: &NodeConfig) -> Vec<NodeIdx> {
@@ -188,7 +180,7 @@ fn hub_crash_and_restart_every_leaf_reconnects_with_backoff() {
         3,
         |seed| {
             let mut sim = Sim::new(seed, SimConfig::default());
-            let config = classical(&sim);
+            let config = sim.classical_config();
             let nodes = sim.add_nodes(31, &config);
             let (hub, leaves) = (nodes[0], nodes[1..].to_vec());
             for &leaf in &leaves {
@@ -259,7 +251,7 @@ fn partition_then_heal_restores_links_across_the_cut() {
         4,
         |seed| {
             let mut sim = Sim::new(seed, SimConfig::default());
-            let config = classical(&sim);
+            let config = sim.classical_config();
             let nodes = ring(&mut sim, 10, &config);
             let up = sim.run_until(10 * SEC, |s| ring_up(s, &nodes));
             assert!(up.is_some(), "ring came up");
@@ -338,7 +330,7 @@ fn random_resets_never_lose_a_message_silently() {
             ..SimConfig::default()
         };
         let mut sim = Sim::new(seed, config);
-        let node_config = classical(&sim);
+        let node_config = sim.classical_config();
         let nodes = ring(&mut sim, 20, &node_config);
         let mut rng = sim.rng();
         // (sender, incarnation, id) of every accepted send.
@@ -431,7 +423,7 @@ fn a_paused_node_is_dropped_by_idle_timeout_and_reconnects() {
         6,
         |seed| {
             let mut sim = Sim::new(seed, SimConfig::default());
-            let config = classical(&sim);
+            let config = sim.classical_config();
             let nodes = ring(&mut sim, 4, &config);
             assert!(sim.run_until(10 * SEC, |s| ring_up(s, &nodes)).is_some());
             sim.run_for(3 * SEC);
@@ -535,7 +527,7 @@ fn a_large_message_crosses_a_slow_link_within_the_socket_buffer() {
 fn a_stalled_connection_is_replaced() {
     with_seed("a_stalled_connection_is_replaced", 8, |seed| {
         let mut sim = Sim::new(seed, SimConfig::default());
-        let config = classical(&sim);
+        let config = sim.classical_config();
         let (a, b) = (sim.add_node(config.clone()), sim.add_node(config));
         sim.seed(a, b);
         assert!(sim.run_until(5 * SEC, |s| s.connected(a, b)).is_some());
@@ -563,7 +555,7 @@ fn a_stalled_connection_is_replaced() {
 fn a_resetting_partition_cuts_links_at_once() {
     with_seed("a_resetting_partition_cuts_links_at_once", 9, |seed| {
         let mut sim = Sim::new(seed, SimConfig::default());
-        let config = classical(&sim);
+        let config = sim.classical_config();
         let nodes = ring(&mut sim, 4, &config);
         assert!(sim.run_until(10 * SEC, |s| ring_up(s, &nodes)).is_some());
         sim.partition_with(&[vec![nodes[0], nodes[1]]], PartitionMode::Reset);
@@ -596,10 +588,10 @@ fn a_due_seed_over_the_connection_limit_does_not_spin() {
         10,
         |seed| {
             let mut sim = Sim::new(seed, SimConfig::default());
-            let mut config = classical(&sim);
+            let mut config = sim.classical_config();
             config.max_links = 1;
             let a = sim.add_node(config);
-            let other = classical(&sim);
+            let other = sim.classical_config();
             let (b, c) = (sim.add_node(other.clone()), sim.add_node(other));
             sim.seed(a, b);
             sim.seed(a, c);
@@ -634,7 +626,7 @@ fn chaos(seed: u64, v: Chaos) {
         ..SimConfig::default()
     };
     let mut sim = Sim::new(seed, config);
-    let (hybrid, fast) = (sim.node_config(), classical(&sim));
+    let (hybrid, fast) = (sim.node_config(), sim.classical_config());
     let nodes: Vec<NodeIdx> = (0..12)
         .map(|i| {
             sim.add_node(if i % 3 == 0 {

@@ -229,6 +229,13 @@ impl Sim {
         NodeConfig::new(self.config.genesis)
     }
 
+    /// [`Sim::node_config`] without the ML-KEM upgrade (cheaper handshakes for big runs).
+    pub fn classical_config(&self) -> NodeConfig {
+        let mut c = self.node_config();
+        c.link.handshake.pq = weft_mesh::handshake::PqPolicy::Off;
+        c
+    }
+
     /// A generator for the test's own random choices, forked from the run's seed.
     pub fn rng(&mut self) -> Rng {
         self.test_rng.fork()
