@@ -16,9 +16,12 @@
 //!   reassembly, rekey.
 //! * [`link`]: one connection's whole life, from the first handshake byte to the
 //!   close reason, as a single state machine.
-//! * [`node`]: every link of a process, at most one per peer, seed redialing and
-//!   acknowledged direct messages: the one object a driver steps.
-//! * [`dedup`]: the duplicate filter for relayed envelopes (for the mesh layer).
+//! * [`mesh`]: the mesh layer's parts: IPC envelopes (signed when relayed),
+//!   distance-vector routes, discovery messages and the member directory.
+//! * [`node`]: every link of a process, at most one per peer, seeds, discovery and
+//!   cross-node IPC (relaying, receipts, requests, retransmission, dedup): the one
+//!   object a driver steps.
+//! * [`dedup`]: the duplicate filter for delivered and relayed envelopes.
 //!
 //! The wire format is specified byte by byte in `PROTOCOL.md` at the repository root.
 //!

@@ -364,7 +364,7 @@ impl<R: Runtime> EventLoop<R> {
                     self.waiting.insert(id, Waiter::Send(reply));
                 }
                 Err(e) => {
-                    let _ = reply.send(Err(MeshError::refused(to, e)));
+                    let _ = reply.send(Err(MeshError::refused(e)));
                 }
             },
             Command::Request {
@@ -378,12 +378,12 @@ impl<R: Runtime> EventLoop<R> {
                     self.waiting.insert(id, Waiter::Request(reply));
                 }
                 Err(e) => {
-                    let _ = reply.send(Err(MeshError::refused(to, e)));
+                    let _ = reply.send(Err(MeshError::refused(e)));
                 }
             },
             Command::Respond { token, data, reply } => {
                 let result = self.node.respond(now, token, &data);
-                let _ = reply.send(result.map_err(|e| MeshError::refused(token.from, e)));
+                let _ = reply.send(result.map_err(MeshError::refused));
             }
             Command::Peers { reply } => {
                 let _ = reply.send(self.node.peers().collect());

@@ -146,13 +146,12 @@ impl MeshError {
         }
     }
 
-    /// The error for a message or request to `to` that the core refused.
-    pub(crate) fn refused(to: NodeId, error: NodeSendError) -> MeshError {
+    /// The error for a message, request or response the core refused.
+    pub(crate) fn refused(error: NodeSendError) -> MeshError {
         match error {
             NodeSendError::Full => MeshError::Full,
             NodeSendError::TooLarge => MeshError::TooLarge,
             NodeSendError::InvalidTarget => MeshError::InvalidTarget,
-            NodeSendError::NotConnected => MeshError::NoRoute(to),
             other => MeshError::Refused(other),
         }
     }

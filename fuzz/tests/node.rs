@@ -1678,7 +1678,7 @@ fn node_script() {
 
 /// Two nodes (0 dials 1), connected, settled.
 fn connected_pair() -> Harness {
-    let settings = Settings {
+    connected_pair_with(&Settings {
         max_links: 5,
         max_handshakes: 3,
         queue_kib: 127,
@@ -1687,8 +1687,12 @@ fn connected_pair() -> Harness {
         extra_seeds: 0,
         connect_first: false,
         quick_timers: false,
-    };
-    let mut h = Harness::new(&settings);
+    })
+}
+
+/// Node 0 seeded with node 1 and their link up.
+fn connected_pair_with(settings: &Settings) -> Harness {
+    let mut h = Harness::new(settings);
     h.seed(0, 1);
     h.pump(); // dials
     h.pump(); // connects
@@ -1834,7 +1838,7 @@ fn a_relay_cannot_speak_for_itself_with_an_unverified_envelope() {
 #[test]
 fn an_oversized_message_does_not_make_the_node_redial_in_a_loop() {
     RecordConfig::set_fuzzing_null_cipher(true);
-    let settings = Settings {
+    let mut h = connected_pair_with(&Settings {
         max_links: 5,
         max_handshakes: 3,
         queue_kib: 127,     // 128 KiB queue: `send` takes 100 KB
@@ -1843,12 +1847,7 @@ fn an_oversized_message_does_not_make_the_node_redial_in_a_loop() {
         extra_seeds: 0,
         connect_first: false,
         quick_timers: false,
-    };
-    let mut h = Harness::new(&settings);
-    h.seed(0, 1);
-    h.pump(); // dials
-    h.pump(); // connects
-    assert!(!h.nodes[1].up.is_empty(), "connected");
+    });
     // Node 1 accepted node 0's dial and learned its address when it joined: it is the
     // one that dials on demand (node 0 would wait for its seed's backoff).
     h.run(&Op::Send {

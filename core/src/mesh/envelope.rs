@@ -139,12 +139,13 @@ impl Target {
     }
 }
 
+/// `node`, `pid:N` or `service:NAME` (the CLI's JSON uses this form too).
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::Node => f.write_str("node"),
-            Target::Pid(p) => write!(f, "pid {p}"),
-            Target::Service(s) => write!(f, "service {s}"),
+            Target::Pid(p) => write!(f, "pid:{p}"),
+            Target::Service(s) => write!(f, "service:{s}"),
         }
     }
 }

@@ -1,9 +1,10 @@
-//! The node: all links of this process, at most one per peer, seed redialing and
-//! acknowledged direct messages. The one object a driver steps (DESIGN.md §2).
+//! The node: all links of this process (at most one per peer), seeds, discovery and
+//! routes, and cross-node IPC: envelopes sent directly or relayed, answered,
+//! retransmitted and deduplicated. The one object a driver steps (DESIGN.md §2).
 //!
 //! Inputs: [`Node::accept`], [`Node::handle_bytes`], [`Node::handle_closed`],
-//! [`Node::handle_timeout`] and the application's [`Node::send`], [`Node::add_seed`],
-//! [`Node::close`], [`Node::shutdown`]. Outputs, drained after every input:
+//! [`Node::handle_timeout`] and the application's [`Node::send`], [`Node::request`],
+//! [`Node::respond`], [`Node::add_seed`], [`Node::close`], [`Node::shutdown`]. Outputs, drained after every input:
 //! [`Node::poll_action`] (dial, transmit, close a socket), [`Node::poll_transmit`]
 //! (pull one record for a socket that can take bytes), [`Node::poll_event`] and
 //! [`Node::poll_timeout`] (one deadline for the whole node; an idle poll is O(1)).
@@ -281,9 +282,7 @@ pub enum NodeEvent {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[non_exhaustive]
 pub enum NodeSendError {
-    /// No link to that node.
-    NotConnected,
-    /// The link's send queue is full.
+    /// The link's send queue, or the node's table of unanswered messages, is full.
     Full,
     /// The message is larger than a frame allows.
     TooLarge,
@@ -294,7 +293,6 @@ pub enum NodeSendError {
 impl fmt::Display for NodeSendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            NodeSendError::NotConnected => "not connected to that node",
             NodeSendError::Full => "send queue full",
             NodeSendError::TooLarge => "message too large",
             NodeSendError::InvalidTarget => "service name must be 1 to 255 bytes",

@@ -385,13 +385,6 @@ async fn send(
     }
 }
 
-/// How long one request attempt waits for its response. A response is not
-/// retransmitted (the destination drops a repeated request as a duplicate), and the
-/// first one is lost when the destination has no route back to us yet (routes to a new
-/// node spread one advertisement period per hop, the request travels at once): a
-/// fresh request after this long finds the way back.
-const REQUEST_ATTEMPT: Duration = Duration::from_secs(2);
-
 /// One attempt: a message (`None` once acknowledged) or a request (its response).
 async fn deliver(
     mesh: &Mesh,
@@ -401,9 +394,9 @@ async fn deliver(
     let (to, target, data) = (what.to, what.target.clone(), what.data.clone());
     if what.request {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        mesh.request(to, target, data, left.min(REQUEST_ATTEMPT))
-            .await
-            .map(Some)
+        // The core retransmits a relayed request, and the destination answers a copy
+        // with the response it already gave: one request can use all the time left.
+        mesh.request(to, target, data, left).await.map(Some)
     } else {
         mesh.send(to, target, data).await.map(|()| None)
     }

@@ -73,48 +73,14 @@ impl Output {
                 target,
                 data,
                 hops,
-            } => {
-                let text = String::from_utf8_lossy(data);
-                (
-                    json!({
-                        "event": "message", "from": from.to_string(), "target": target_name(target),
-                        "data": text, "data_hex": hex::encode(data), "hops": hops,
-                    }),
-                    format!(
-                        "message    from {}{}{}: {text}",
-                        from.short(),
-                        via(*hops),
-                        to_target(target)
-                    ),
-                )
-            }
+            } => delivery("message", from, target, data, *hops, None),
             MeshEvent::Request {
                 from,
                 target,
                 data,
                 hops,
                 ..
-            } => {
-                let text = String::from_utf8_lossy(data);
-                (
-                    json!({
-                        "event": "request", "from": from.to_string(), "target": target_name(target),
-                        "data": text, "data_hex": hex::encode(data), "hops": hops,
-                        "answered": answered,
-                    }),
-                    format!(
-                        "request    from {}{}{}: {text}{}",
-                        from.short(),
-                        via(*hops),
-                        to_target(target),
-                        if answered {
-                            " (echoed)"
-                        } else {
-                            " (not answered)"
-                        }
-                    ),
-                )
-            }
+            } => delivery("request", from, target, data, *hops, Some(answered)),
             MeshEvent::Rejected { addr, reason } => (
                 json!({"event": "rejected", "addr": addr, "reason": reason.name()}),
                 format!("rejected   {} ({reason})", addr.as_deref().unwrap_or("?")),
@@ -128,13 +94,35 @@ impl Output {
     }
 }
 
-/// `node`, `pid:N` or `service:NAME`.
-fn target_name(target: &Target) -> String {
-    match target {
-        Target::Node => "node".into(),
-        Target::Pid(pid) => format!("pid:{pid}"),
-        Target::Service(name) => format!("service:{name}"),
+/// A delivered message or request (`answered` only for requests): JSON and text.
+fn delivery(
+    kind: &str,
+    from: &NodeId,
+    target: &Target,
+    data: &[u8],
+    hops: u8,
+    answered: Option<bool>,
+) -> (Value, String) {
+    let text = String::from_utf8_lossy(data);
+    let mut value = json!({
+        "event": kind, "from": from.to_string(), "target": target.to_string(),
+        "data": text, "data_hex": hex::encode(data), "hops": hops,
+    });
+    if let Some(answered) = answered {
+        value["answered"] = answered.into();
     }
+    let note = match answered {
+        Some(true) => " (echoed)",
+        Some(false) => " (not answered)",
+        None => "",
+    };
+    let human = format!(
+        "{kind:<10} from {}{}{}: {text}{note}",
+        from.short(),
+        via(hops),
+        to_target(target)
+    );
+    (value, human)
 }
 
 /// How a message came, for the human-readable lines.
@@ -148,6 +136,6 @@ fn via(hops: u8) -> String {
 fn to_target(target: &Target) -> String {
     match target {
         Target::Node => String::new(),
-        other => format!(" to {}", target_name(other)),
+        other => format!(" to {other}"),
     }
 }

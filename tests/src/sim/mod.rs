@@ -127,6 +127,24 @@ impl Default for SimConfig {
     }
 }
 
+/// Why [`Sim::send`] or [`Sim::request`] was refused; nothing was queued.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SimSendError {
+    /// The sending node is crashed.
+    Down,
+    /// Its node refused it.
+    Refused(NodeSendError),
+}
+
+impl std::fmt::Display for SimSendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SimSendError::Down => f.write_str("the node is down"),
+            SimSendError::Refused(e) => e.fmt(f),
+        }
+    }
+}
+
 /// Counters of a run.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
 pub struct SimStats {
@@ -271,27 +289,13 @@ impl Sim {
         self.step(a);
     }
 
-    /// Send `data` from `a` to `b` over their link (the outcome arrives later as
-    /// `Delivered` or `SendFailed` at `a`). A crashed `a` returns `NotConnected`; a
-    /// paused `a` queues it, and nothing leaves until it resumes.
-    pub fn send(
-        &mut self,
-        a: NodeIdx,
-        b: NodeIdx,
-        data: &[u8],
-    ) -> Result<MessageId, NodeSendError> {
-        let now = self.now;
-        let to = self.node_id(b);
-        let result = match &mut self.hosts[a.0].node {
-            Some(node) => node.send(now, to, Target::Node, data),
-            None => Err(NodeSendError::NotConnected),
-        };
-        match &result {
-            Ok(id) => self.log(format!("{a} send to={b} id={} len={}", id.0, data.len())),
-            Err(e) => self.log(format!("{a} send to={b} len={} refused: {e}", data.len())),
-        }
-        self.step(a);
-        result
+    /// Send `data` from `a` to `b`, directly or relayed (the outcome arrives later as
+    /// `Delivered` or `SendFailed` at `a`). A crashed `a` refuses with
+    /// [`SimSendError::Down`]; a paused `a` queues it, and nothing leaves until it resumes.
+    pub fn send(&mut self, a: NodeIdx, b: NodeIdx, data: &[u8]) -> Result<MessageId, SimSendError> {
+        self.originate(a, b, "send", data.len(), |node, now, to| {
+            node.send(now, to, Target::Node, data)
+        })
     }
 
     /// Send a request from `a` to `b` (answered by `b`'s echo when
@@ -302,16 +306,29 @@ impl Sim {
         b: NodeIdx,
         data: &[u8],
         timeout: Duration,
-    ) -> Result<MessageId, NodeSendError> {
-        let now = self.now;
-        let to = self.node_id(b);
+    ) -> Result<MessageId, SimSendError> {
+        self.originate(a, b, "request", data.len(), |node, now, to| {
+            node.request(now, to, Target::Node, data, timeout)
+        })
+    }
+
+    /// Hand `a`'s node a send to `b`, log it and step `a`.
+    fn originate(
+        &mut self,
+        a: NodeIdx,
+        b: NodeIdx,
+        what: &str,
+        len: usize,
+        f: impl FnOnce(&mut Node, Instant, NodeId) -> Result<MessageId, NodeSendError>,
+    ) -> Result<MessageId, SimSendError> {
+        let (now, to) = (self.now, self.node_id(b));
         let result = match &mut self.hosts[a.0].node {
-            Some(node) => node.request(now, to, Target::Node, data, timeout),
-            None => Err(NodeSendError::NotConnected),
+            Some(node) => f(node, now, to).map_err(SimSendError::Refused),
+            None => Err(SimSendError::Down),
         };
         match &result {
-            Ok(id) => self.log(format!("{a} request to={b} id={} len={}", id.0, data.len())),
-            Err(e) => self.log(format!("{a} request to={b} refused: {e}")),
+            Ok(id) => self.log(format!("{a} {what} to={b} id={} len={len}", id.0)),
+            Err(e) => self.log(format!("{a} {what} to={b} len={len} refused: {e}")),
         }
         self.step(a);
         result
