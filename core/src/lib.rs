@@ -61,12 +61,16 @@ pub mod frame;
 pub mod handshake;
 pub mod identity;
 pub mod link;
+pub mod membership;
 pub mod mesh;
 pub mod node;
 pub mod reason;
 pub mod record;
+pub mod registry;
+pub mod resolve;
 mod rng;
 mod time;
+mod wire;
 
 pub use identity::{GlobalPid, Identity, NodeId, PublicIdentity};
 pub use reason::CloseReason;

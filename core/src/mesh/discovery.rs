@@ -17,6 +17,7 @@ use alloc::vec::Vec;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::routes::UNREACHABLE;
+use crate::wire::Reader;
 use crate::{Instant, NodeId};
 
 /// Most addresses a member advertises.
@@ -83,7 +84,7 @@ impl Discovery {
                 if count > MAX_ROUTES_PER_MESSAGE {
                     return None;
                 }
-                let mut entries = Vec::with_capacity(count.min(r.0.len() / 33));
+                let mut entries = Vec::with_capacity(count.min(r.remaining() / 33));
                 for _ in 0..count {
                     let node = r.node()?;
                     let hops = r.u8()?;
@@ -109,7 +110,7 @@ impl Discovery {
             }
             _ => return None,
         };
-        r.0.is_empty().then_some(d)
+        r.is_empty().then_some(d)
     }
 }
 
@@ -135,29 +136,7 @@ fn put_members(b: &mut BytesMut, members: &[Member]) {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        let b = self.take(2)?;
-        Some(u16::from_be_bytes([b[0], b[1]]))
-    }
-    fn node(&mut self) -> Option<NodeId> {
-        let mut a = [0u8; 32];
-        a.copy_from_slice(self.take(32)?);
-        Some(NodeId::from_bytes(a))
-    }
+impl Reader<'_> {
     fn addrs(&mut self) -> Option<Vec<String>> {
         let count = self.u8()? as usize;
         if count > MAX_ADDRS {
@@ -169,7 +148,7 @@ impl<'a> Reader<'a> {
             if len == 0 {
                 return None;
             }
-            out.push(String::from(core::str::from_utf8(self.take(len)?).ok()?));
+            out.push(self.str(len)?);
         }
         Some(out)
     }

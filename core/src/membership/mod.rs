@@ -1,0 +1,1 @@
+//! SWIM failure detection with Lifeguard (work in progress).

@@ -1,0 +1,1 @@
+//! The gossiped per-origin registries: services and processes (work in progress).

@@ -1,0 +1,1 @@
+//! Service resolution: dual cache, provider selection, circuit breaker (work in progress).
