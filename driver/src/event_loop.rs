@@ -1,21 +1,34 @@
-//! The event loop, written once for every runtime: one task owns the core [`Node`];
-//! per connection a reader task feeds it bytes and a writer task writes what it pulls.
+//! The event loop, written once for every runtime: one task owns the core [`Node`]
+//! and every connection's socket. It reads each socket, feeds the bytes to the core and
+//! writes what the core pulls out, itself: no task stands between a socket and the core,
+//! so a message costs no hand-off beyond the one to and from the application.
 //!
-//! * Writes are pulled from the core only when the connection's writer has room (at
-//!   most [`IN_FLIGHT`] transmissions queued), so records are sealed at the last moment.
+//! * Per connection, a reader (a stream polled only when its socket woke the loop) and
+//!   a writer (the socket's sending half and one transmission buffer). Transmissions are
+//!   pulled from the core only when the socket took the previous one, so records are
+//!   sealed at the last moment.
 //! * One timer, armed at the node's next deadline.
-//! * Bounded work per wake-up: at most [`BATCH`] I/O events before timers and commands
-//!   get another look.
+//! * Bounded work per wake-up: at most [`BATCH`] commands, setup results and reads per
+//!   round, [`ROUNDS`] rounds, then the loop yields to the runtime.
 //! * A socket error ends only that connection.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{
+    AtomicBool,
+    Ordering::{AcqRel, Release},
+};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
 use futures::future::{self, AbortHandle, Either};
-use futures::{FutureExt, StreamExt};
+use futures::task::{ArcWake, AtomicWaker};
+use futures::{FutureExt, Stream, StreamExt};
 use tracing::{debug, info, info_span, warn, Instrument, Span};
 use weft_mesh::link::MAX_TRANSMIT;
 use weft_mesh::mesh::Target;
@@ -27,12 +40,15 @@ use weft_mesh::{Identity, Instant, NodeId};
 use crate::discovery::{self, Discovery};
 use crate::mesh::{Responder, RouteSummary, Subscribers};
 use crate::runtime::{Incoming, TransportListener, Transports};
+use crate::stream::{ReadHalf, WriteHalf};
 use crate::{os_rng, Addr, MeshError, MeshEvent, MeshStream, Runtime};
 
-/// Transmissions queued to one writer before the loop stops pulling for it.
-const IN_FLIGHT: usize = 2;
-/// I/O events handled per wake-up before timers and commands are looked at again.
-const BATCH: usize = 256;
+/// Commands, setup results or socket reads handled per round of a wake-up.
+const BATCH: usize = 64;
+/// Reads of one socket before the others get their turn.
+const READS_PER_TURN: usize = 4;
+/// Rounds per wake-up before the loop yields to the runtime's other tasks.
+const ROUNDS: usize = 8;
 /// Accepted connections still in their WebSocket upgrade, at most.
 const MAX_UPGRADES: usize = 256;
 /// How often a backlogged subscriber is offered its events again.
@@ -80,33 +96,76 @@ pub(crate) enum Command {
     },
 }
 
-/// What the connection tasks report.
+/// What the connection setup tasks report.
 enum Io {
-    Connected {
-        conn: ConnId,
-        wire: MeshStream,
-    },
-    DialFailed {
-        conn: ConnId,
-        error: io::Error,
-    },
-    Accepted {
-        wire: MeshStream,
-        remote: String,
-    },
-    Bytes {
-        conn: ConnId,
-        data: Vec<u8>,
-    },
-    /// The writer wrote one transmission; the buffer comes back for reuse.
-    Written {
-        conn: ConnId,
-        buf: Vec<u8>,
-    },
-    Closed {
-        conn: ConnId,
-        error: Option<io::Error>,
-    },
+    Connected { conn: ConnId, wire: MeshStream },
+    DialFailed { conn: ConnId, error: io::Error },
+    Accepted { wire: MeshStream, remote: String },
+}
+
+/// The connections whose socket woke the loop, to be read. (A `FuturesUnordered` of
+/// readers would do the bookkeeping, but it wakes its task again whenever all its
+/// members are pending, and a task that wakes itself is handed to another thread by a
+/// multi-threaded runtime: a thread switch after every read.)
+#[derive(Default)]
+struct Woken {
+    conns: std::sync::Mutex<Vec<ConnId>>,
+    event_loop: AtomicWaker,
+}
+
+impl Woken {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ConnId>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn has_conns(&self) -> bool {
+        !self.lock().is_empty()
+    }
+}
+
+/// The waker a connection's socket is read with: queues the connection, wakes the loop.
+struct ReadWaker {
+    conn: ConnId,
+    queued: AtomicBool,
+    woken: Arc<Woken>,
+}
+
+impl ArcWake for ReadWaker {
+    fn wake_by_ref(this: &Arc<Self>) {
+        if !this.queued.swap(true, AcqRel) {
+            this.woken.lock().push(this.conn);
+            this.woken.event_loop.wake();
+        }
+    }
+}
+
+/// A socket's receiving half, read in place into one buffer for the connection's life.
+struct Reader {
+    half: ReadHalf,
+    buf: Vec<u8>,
+    flag: Arc<ReadWaker>,
+    waker: Waker,
+}
+
+impl Reader {
+    fn new(half: ReadHalf, conn: ConnId, woken: &Arc<Woken>) -> Self {
+        let flag = Arc::new(ReadWaker {
+            conn,
+            queued: AtomicBool::new(false),
+            woken: woken.clone(),
+        });
+        Reader {
+            half,
+            buf: vec![0u8; crate::stream::READ_BUFFER],
+            waker: futures::task::waker(flag.clone()),
+            flag,
+        }
+    }
+
+    /// Read and discard until the peer closes (a closed connection lingering).
+    async fn drain(mut self) {
+        while let Ok(1..) = self.half.read(&mut self.buf).await {}
+    }
 }
 
 pub(crate) struct Setup<R> {
@@ -121,15 +180,12 @@ pub(crate) struct Setup<R> {
     pub discovery: Discovery,
 }
 
-/// A connection the loop knows: its writer queue and reader task.
+/// A connection the loop knows.
 struct Conn {
-    /// Transmissions as (buffer, bytes used): buffers keep their full length, so that
-    /// reusing one never zero-fills it again.
-    writer: Option<async_channel::Sender<(Vec<u8>, usize)>>,
-    in_flight: usize,
-    /// Abort the reader and the writer task (a writer can block on a peer that stopped
-    /// reading; nothing else would ever end it).
-    tasks: Vec<AbortHandle>,
+    /// The socket's sending half, once connected.
+    writer: Option<Writer>,
+    /// The socket's receiving half, once connected and until it ends.
+    reader: Option<Reader>,
     span: Span,
 }
 
@@ -138,11 +194,91 @@ impl Conn {
     fn new(span: Span) -> Self {
         Conn {
             writer: None,
-            in_flight: 0,
-            tasks: Vec::new(),
+            reader: None,
             span,
         }
     }
+}
+
+/// A socket's sending half and the transmission it is writing.
+struct Writer {
+    half: WriteHalf,
+    /// `buf[done..len]` is still to be written. The buffer keeps its full length so
+    /// that reusing it never zero-fills it again.
+    buf: Vec<u8>,
+    done: usize,
+    len: usize,
+    /// A WebSocket may hold written messages until flushed.
+    unflushed: bool,
+}
+
+impl Writer {
+    fn new(half: WriteHalf) -> Self {
+        Writer {
+            half,
+            buf: Vec::new(),
+            done: 0,
+            len: 0,
+            unflushed: false,
+        }
+    }
+
+    /// Finish what was pulled, then close the sending side (a closed connection).
+    async fn close(mut self) {
+        if self
+            .half
+            .write(&self.buf[self.done..self.len])
+            .await
+            .is_ok()
+        {
+            let _ = self.half.close().await;
+        }
+    }
+}
+
+impl Writer {
+    /// Write `conn`'s transmissions, pulling each from the core once the socket took
+    /// the previous one, until the socket is full or the core has nothing more.
+    fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        node: &mut Node,
+        now: Instant,
+        conn: ConnId,
+    ) -> io::Result<Stalled> {
+        loop {
+            if self.done == self.len {
+                if self.buf.len() < MAX_TRANSMIT {
+                    self.buf.resize(MAX_TRANSMIT, 0);
+                }
+                let Some(n) = node.poll_transmit(now, conn, &mut self.buf) else {
+                    if self.unflushed {
+                        if self.half.poll_flush(cx)?.is_pending() {
+                            return Ok(Stalled::Full);
+                        }
+                        self.unflushed = false;
+                    }
+                    return Ok(Stalled::Empty);
+                };
+                (self.done, self.len) = (0, n);
+            }
+            match self.half.poll_write(cx, &self.buf[self.done..self.len])? {
+                Poll::Ready(n) => {
+                    self.done += n;
+                    self.unflushed = true;
+                }
+                Poll::Pending => return Ok(Stalled::Full),
+            }
+        }
+    }
+}
+
+/// Why a writer stopped for now.
+enum Stalled {
+    /// The socket is full; the loop is woken when it drains.
+    Full,
+    /// Nothing more to write.
+    Empty,
 }
 
 /// A handle waiting for the outcome of a message or request it sent.
@@ -160,23 +296,35 @@ impl Waiter {
     }
 }
 
+/// A boxed timer.
+type Timer = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 struct EventLoop<R> {
     runtime: R,
     node: Node,
     started: std::time::Instant,
+    /// The clock, read at the start of each round of work.
+    clock: std::time::Instant,
     io_tx: async_channel::Sender<Io>,
     /// For the responders handed out with requests (weak: the handles alone keep the
     /// node running).
     commands: async_channel::WeakSender<Command>,
     conns: HashMap<ConnId, Conn>,
+    woken: Arc<Woken>,
+    /// Connections with something to write, or whose socket was full (retried on every
+    /// wake-up, which includes the one its socket sends when it drains).
+    writable: HashSet<ConnId>,
     subscribers: Subscribers,
     /// Messages and requests of the handles, until the core reports their outcome.
     waiting: HashMap<MessageId, Waiter>,
-    spare: Vec<Vec<u8>>,
     tasks: Vec<AbortHandle>,
     connect_timeout: Duration,
     transports: Transports,
     upgrades: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The armed timer and when it fires. It is replaced only by an earlier deadline (or
+    /// after it fired): a later one just means one early, harmless wake-up, and
+    /// re-registering a timer on every message costs more than that.
+    timer: Option<(std::time::Instant, Timer)>,
     shutdown: Option<(std::time::Instant, Vec<oneshot::Sender<()>>)>,
 }
 
@@ -195,16 +343,19 @@ pub(crate) fn spawn<R: Runtime>(setup: Setup<R>) -> async_channel::Sender<Comman
         runtime: setup.runtime.clone(),
         node,
         started,
+        clock: started,
         io_tx,
         commands: cmd_tx.downgrade(),
         conns: HashMap::new(),
+        woken: Default::default(),
+        writable: HashSet::new(),
         subscribers: setup.subscribers,
         waiting: HashMap::new(),
-        spare: Vec::new(),
         tasks: Vec::new(),
         connect_timeout: setup.connect_timeout,
         transports: setup.transports,
         upgrades: Default::default(),
+        timer: None,
         shutdown: None,
     };
     let _guard = span.enter();
@@ -227,8 +378,10 @@ pub(crate) fn spawn<R: Runtime>(setup: Setup<R>) -> async_channel::Sender<Comman
 }
 
 impl<R: Runtime> EventLoop<R> {
+    /// The core's time: when the current round of work began (reading the clock once
+    /// a round, not at every step).
     fn now(&self) -> Instant {
-        Instant::from_micros(self.started.elapsed().as_micros() as u64)
+        Instant::from_micros(self.clock.duration_since(self.started).as_micros() as u64)
     }
 
     async fn run(
@@ -236,97 +389,95 @@ impl<R: Runtime> EventLoop<R> {
         commands: async_channel::Receiver<Command>,
         io: async_channel::Receiver<Io>,
     ) {
-        let io_batch = io.clone();
-        let mut commands = std::pin::pin!(commands.fuse());
-        let mut io = std::pin::pin!(io.fuse());
-        // The armed timer and when it fires. It is replaced only by an earlier deadline
-        // (or after it fired): a later one just means one early, harmless wake-up, and
-        // re-registering a timer on every message costs more than that.
-        let mut armed: Option<(std::time::Instant, futures::future::Fuse<_>)> = None;
-        loop {
-            let now = self.now();
-            self.node.handle_timeout(now);
+        let (mut commands, mut io) = (Box::pin(commands), Box::pin(io));
+        future::poll_fn(|cx| self.poll(cx, commands.as_mut(), io.as_mut())).await;
+        self.stop();
+    }
+
+    /// One wake-up: commands, setup results, socket reads, the core's actions, writes,
+    /// timers; round after round while there is work, at most [`ROUNDS`].
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut commands: Pin<&mut async_channel::Receiver<Command>>,
+        mut io: Pin<&mut async_channel::Receiver<Io>>,
+    ) -> Poll<()> {
+        for _ in 0..ROUNDS {
+            self.clock = std::time::Instant::now();
+            self.node.handle_timeout(self.now());
             self.drain_node();
             if let Some((deadline, _)) = &self.shutdown {
-                if self.node.is_idle() || std::time::Instant::now() >= *deadline {
+                if self.node.is_idle() || self.clock >= *deadline {
+                    return Poll::Ready(());
+                }
+            }
+            let mut busy = false;
+            for _ in 0..BATCH {
+                match commands.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(cmd)) => self.command(cmd),
+                    Poll::Ready(None) if self.shutdown.is_none() => self.begin_shutdown(None),
+                    _ => break,
+                }
+                busy = true;
+            }
+            for _ in 0..BATCH {
+                let Poll::Ready(Some(event)) = io.as_mut().poll_next(cx) else {
                     break;
-                }
+                };
+                self.io(event);
+                busy = true;
             }
-            let wait = self
-                .node
-                .poll_timeout()
-                .map(|t| {
-                    Duration::from_micros(t.as_micros().saturating_sub(self.now().as_micros()))
-                })
-                .unwrap_or(Duration::from_secs(3600));
-            // A subscriber's backlog pauses socket reads (backpressure); look again soon.
-            let backlogged = self.subscribers.flush();
-            let wait = if self.shutdown.is_some() || backlogged {
-                wait.min(if backlogged {
-                    BACKLOG_RETRY
-                } else {
-                    Duration::from_millis(50)
-                })
-            } else {
-                wait
-            };
-            let at = std::time::Instant::now() + wait;
-            if armed.as_ref().is_some_and(|(armed_at, _)| at < *armed_at) {
-                armed = None;
+            // A subscriber's backlog pauses socket reads (backpressure); the timer
+            // looks again soon.
+            let backlogged = self.subscribers.flush() || self.read(cx);
+            busy |= !backlogged && self.woken.has_conns();
+            self.drain_node();
+            self.write(cx);
+            if self.poll_timer(cx, backlogged) {
+                busy = true;
             }
-            let runtime = &self.runtime;
-            let mut timer = &mut armed
-                .get_or_insert_with(|| (at, Box::pin(runtime.sleep(wait)).fuse()))
-                .1;
-            let mut fired = false;
-            if backlogged {
-                futures::select_biased! {
-                    cmd = commands.next() => match cmd {
-                        Some(cmd) => self.command(cmd),
-                        None => self.begin_shutdown(None),
-                    },
-                    () = timer => fired = true,
-                }
-                if fired {
-                    armed = None;
-                }
-                continue;
-            }
-            futures::select_biased! {
-                cmd = commands.next() => match cmd {
-                    Some(cmd) => self.command(cmd),
-                    None => self.begin_shutdown(None),
-                },
-                event = io.next() => {
-                    if let Some(event) = event {
-                        self.io(event);
-                        for _ in 1..BATCH {
-                            if self.subscribers.flush() {
-                                break;
-                            }
-                            match io_batch.try_recv() {
-                                Ok(event) => self.io(event),
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                },
-                () = timer => fired = true,
-            }
-            if fired {
-                armed = None;
+            if !busy {
+                return Poll::Pending;
             }
         }
-        self.stop();
+        // More work is waiting: come back after the runtime's other tasks had a turn.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Arm the timer at the node's next deadline (sooner while a subscriber is
+    /// backlogged or the node shuts down) and poll it; true if it fired.
+    fn poll_timer(&mut self, cx: &mut Context<'_>, backlogged: bool) -> bool {
+        let mut wait = self
+            .node
+            .poll_timeout()
+            .map(|t| Duration::from_micros(t.as_micros().saturating_sub(self.now().as_micros())))
+            .unwrap_or(Duration::from_secs(3600));
+        if backlogged {
+            wait = wait.min(BACKLOG_RETRY);
+        } else if self.shutdown.is_some() {
+            wait = wait.min(Duration::from_millis(50));
+        }
+        let at = self.clock + wait;
+        if self.timer.as_ref().is_some_and(|(armed, _)| at < *armed) {
+            self.timer = None;
+        }
+        let runtime = &self.runtime;
+        let (_, timer) = self
+            .timer
+            .get_or_insert_with(|| (at, Box::pin(runtime.sleep(wait))));
+        if timer.as_mut().poll(cx).is_ready() {
+            self.timer = None;
+            return true;
+        }
+        false
     }
 
     fn stop(&mut self) {
         for task in self.tasks.drain(..) {
             task.abort();
         }
-        for (_, conn) in self.conns.drain() {
-            conn.tasks.iter().for_each(AbortHandle::abort);
-        }
+        self.conns.clear();
         for (_, waiter) in self.waiting.drain() {
             waiter.fail(MeshError::Stopped);
         }
@@ -414,7 +565,7 @@ impl<R: Runtime> EventLoop<R> {
             Io::Connected { conn, wire } => {
                 if self.conns.contains_key(&conn) {
                     self.attach(conn, wire);
-                    self.pump(conn);
+                    self.writable.insert(conn);
                 }
             }
             Io::DialFailed { conn, error } => {
@@ -432,124 +583,104 @@ impl<R: Runtime> EventLoop<R> {
                 }
                 Err(e) => warn!(addr = %remote, error = %e, "refused connection"),
             },
-            Io::Bytes { conn, data } => self.node.handle_bytes(now, conn, &data),
-            Io::Written { conn, buf } => {
-                if self.spare.len() < 16 {
-                    self.spare.push(buf);
-                }
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.in_flight = c.in_flight.saturating_sub(1);
-                    self.pump(conn);
-                }
-            }
-            Io::Closed { conn, error } => {
-                if let (Some(c), Some(error)) = (self.conns.get(&conn), error) {
-                    c.span.in_scope(|| debug!(%error, "socket error"));
-                }
-                self.node.handle_closed(now, conn);
-            }
         }
         self.drain_node();
     }
 
-    /// Start the reader and writer tasks of a connected socket.
+    /// Read the sockets that woke the loop, at most [`BATCH`] reads; true if a
+    /// subscriber's backlog stopped it (backpressure).
+    fn read(&mut self, cx: &mut Context<'_>) -> bool {
+        self.woken.event_loop.register(cx.waker());
+        let mut queue = std::mem::take(&mut *self.woken.lock());
+        let now = self.now();
+        let mut reads = 0;
+        let mut backlogged = false;
+        while let Some(conn) = queue.pop() {
+            if reads == BATCH || backlogged {
+                queue.push(conn);
+                break;
+            }
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            let Some(reader) = c.reader.as_mut() else {
+                continue;
+            };
+            reader.flag.queued.store(false, Release);
+            let mut rcx = Context::from_waker(&reader.waker);
+            // A few reads per socket in turn, so that one busy peer cannot starve others.
+            for turn in 1..=READS_PER_TURN {
+                reads += 1;
+                match reader.half.poll_read(&mut rcx, &mut reader.buf) {
+                    Poll::Pending => break,
+                    Poll::Ready(Ok(n @ 1..)) => {
+                        self.node.handle_bytes(now, conn, &reader.buf[..n]);
+                        backlogged = self.subscribers.flush();
+                        if backlogged || reads == BATCH || turn == READS_PER_TURN {
+                            // Not read until pending (which registers the waker): queue
+                            // it again.
+                            ArcWake::wake_by_ref(&reader.flag);
+                            break;
+                        }
+                    }
+                    Poll::Ready(result) => {
+                        if let Err(error) = result {
+                            c.span.in_scope(|| debug!(%error, "socket error"));
+                        }
+                        c.reader = None;
+                        self.node.handle_closed(now, conn);
+                        break;
+                    }
+                }
+            }
+        }
+        if !queue.is_empty() {
+            self.woken.lock().extend(queue);
+        }
+        self.drain_node();
+        backlogged
+    }
+
+    /// Take a connected socket: its reader joins the loop's readers, its writer waits
+    /// for the core's transmissions.
     fn attach(&mut self, conn: ConnId, wire: MeshStream) {
         let Some(entry) = self.conns.get_mut(&conn) else {
             return;
         };
-        let MeshStream {
-            mut reader,
-            mut writer,
-        } = wire;
-        let (tx, rx) = async_channel::bounded::<(Vec<u8>, usize)>(IN_FLIGHT);
-        entry.writer = Some(tx);
-        let io = self.io_tx.clone();
-        let (write_task, write_handle) = future::abortable(
-            async move {
-                let mut error = None;
-                while let Ok((buf, n)) = rx.recv().await {
-                    if let Err(e) = writer.write(&buf[..n]).await {
-                        error = Some(e);
-                        break;
-                    }
-                    // The loop may already have stopped (shutdown); keep writing what is
-                    // queued regardless, so the Close record still leaves.
-                    let _ = io.send(Io::Written { conn, buf }).await;
-                }
-                match error {
-                    Some(e) => {
-                        let _ = io
-                            .send(Io::Closed {
-                                conn,
-                                error: Some(e),
-                            })
-                            .await;
-                    }
-                    None => {
-                        let _ = writer.close().await;
-                    }
-                }
-            }
-            .instrument(entry.span.clone()),
-        );
-        entry.tasks.push(write_handle);
-        self.runtime.spawn(write_task.map(|_| ()));
-        let io = self.io_tx.clone();
-        let (read_task, handle) = future::abortable(async move {
-            // One buffer for the connection's life; each read hands over a copy of just
-            // the bytes that arrived.
-            let mut buf = vec![0u8; crate::stream::READ_BUFFER];
-            loop {
-                match reader.read(&mut buf).await {
-                    Ok(0) => break io.send(Io::Closed { conn, error: None }).await,
-                    Ok(n) => {
-                        if io
-                            .send(Io::Bytes {
-                                conn,
-                                data: buf[..n].to_vec(),
-                            })
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        break io
-                            .send(Io::Closed {
-                                conn,
-                                error: Some(e),
-                            })
-                            .await
-                    }
-                }
-            }
-            .ok();
-        });
-        entry.tasks.push(handle);
-        self.runtime
-            .spawn(read_task.map(|_| ()).instrument(entry.span.clone()));
+        let MeshStream { reader, writer } = wire;
+        entry.writer = Some(Writer::new(writer));
+        let reader = Reader::new(reader, conn, &self.woken);
+        ArcWake::wake_by_ref(&reader.flag); // read it once to register its waker
+        entry.reader = Some(reader);
     }
 
-    /// Pull transmissions for `conn` while its writer has room.
-    fn pump(&mut self, conn: ConnId) {
-        let now = self.now();
-        let Some(c) = self.conns.get_mut(&conn) else {
+    /// Write what the core has for every connection that has something, or whose
+    /// socket was full, until each is empty or full again.
+    fn write(&mut self, cx: &mut Context<'_>) {
+        if self.writable.is_empty() {
             return;
-        };
-        let Some(writer) = &c.writer else { return };
-        while c.in_flight < IN_FLIGHT {
-            let mut buf = self.spare.pop().unwrap_or_default();
-            buf.resize(MAX_TRANSMIT, 0); // only a fresh buffer is filled
-            let Some(n) = self.node.poll_transmit(now, conn, &mut buf) else {
-                self.spare.push(buf);
-                break;
+        }
+        let now = self.now();
+        let mut closed = Vec::new();
+        self.writable.retain(|&conn| {
+            let Some(writer) = self.conns.get_mut(&conn).and_then(|c| c.writer.as_mut()) else {
+                return false; // not connected yet: `Io::Connected` puts it back
             };
-            if let Err(e) = writer.try_send((buf, n)) {
-                tracing::warn!(%conn, closed = e.is_closed(), "writer refused a transmission");
-                break;
+            match writer.poll_write(cx, &mut self.node, now, conn) {
+                Ok(Stalled::Full) => true,
+                Ok(Stalled::Empty) => false,
+                Err(error) => {
+                    closed.push((conn, error));
+                    false
+                }
             }
-            c.in_flight += 1;
+        });
+        for (conn, error) in closed {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.span.in_scope(|| debug!(%error, "socket error"));
+                c.writer = None;
+            }
+            self.node.handle_closed(now, conn);
         }
     }
 
@@ -558,22 +689,41 @@ impl<R: Runtime> EventLoop<R> {
         while let Some(action) = self.node.poll_action() {
             match action {
                 Action::Dial { conn, addr } => self.dial(conn, addr),
-                Action::Transmit { conn } => self.pump(conn),
+                Action::Transmit { conn } => {
+                    self.writable.insert(conn);
+                }
                 Action::Close { conn } => {
+                    self.writable.remove(&conn);
                     if let Some(c) = self.conns.remove(&conn) {
                         c.span.in_scope(|| debug!("closed"));
-                        // Dropping the writer's sender lets it write what is queued and
-                        // shut down its side. The reader keeps draining until the peer
-                        // closes too: closing a socket with unread bytes sends a reset,
-                        // which would destroy our Close record. After LINGER both tasks
-                        // end whatever the peer does, and the socket with them.
-                        if !c.tasks.is_empty() {
-                            let sleep = self.runtime.sleep(LINGER);
-                            self.runtime.spawn(async move {
-                                sleep.await;
-                                c.tasks.iter().for_each(AbortHandle::abort);
-                            });
-                        }
+                        // The writer finishes what was pulled and shuts down its side.
+                        // The reader keeps draining until the peer closes too: closing a
+                        // socket with unread bytes sends a reset, which would destroy our
+                        // Close record. After LINGER both end whatever the peer does,
+                        // and the socket with them.
+                        let linger = self.runtime.sleep(LINGER);
+                        let write = c.writer.map(Writer::close);
+                        let drain = c.reader.map(Reader::drain);
+                        self.runtime.spawn(
+                            async move {
+                                let both = async {
+                                    futures::join!(
+                                        async {
+                                            if let Some(w) = write {
+                                                w.await
+                                            }
+                                        },
+                                        async {
+                                            if let Some(d) = drain {
+                                                d.await
+                                            }
+                                        },
+                                    )
+                                };
+                                let _ = future::select(Box::pin(both), Box::pin(linger)).await;
+                            }
+                            .instrument(c.span),
+                        );
                     }
                 }
                 _ => {}

@@ -4,8 +4,9 @@
 
 use std::io;
 use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
-use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use tungstenite::Message;
 
@@ -76,37 +77,41 @@ impl ReadHalf {
     /// Read some bytes into `buf` (at least [`READ_BUFFER`] bytes long); `Ok(0)` is the
     /// end of the stream.
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        futures::future::poll_fn(|cx| self.poll_read(cx, buf)).await
+    }
+
+    /// Poll for some bytes, as [`ReadHalf::read`].
+    pub fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         match &mut self.0 {
-            ReadKind::Stream(r) => r.read(buf).await,
+            ReadKind::Stream(r) => r.as_mut().poll_read(cx, buf),
             ReadKind::Ws(r) => loop {
-                match r.next().await {
-                    None | Some(Ok(Message::Close(_))) => return Ok(0),
-                    Some(Ok(Message::Binary(body))) => {
-                        let len = u16::try_from(body.len())
-                            .ok()
-                            .filter(|n| *n > 0)
-                            .ok_or_else(|| {
-                                io::Error::new(
-                                    io::ErrorKind::InvalidData,
-                                    "WebSocket message of 0 or over 65535 bytes",
-                                )
-                            })?;
-                        let out = buf.get_mut(..2 + body.len()).ok_or_else(|| {
-                            io::Error::new(io::ErrorKind::InvalidInput, "read buffer too small")
-                        })?;
-                        out[..2].copy_from_slice(&len.to_be_bytes());
-                        out[2..].copy_from_slice(&body);
-                        return Ok(out.len());
-                    }
+                let body = match ready!(r.as_mut().poll_next(cx)) {
+                    None | Some(Ok(Message::Close(_))) => return Poll::Ready(Ok(0)),
+                    Some(Ok(Message::Binary(body))) => body,
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                     Some(Ok(Message::Text(_))) => {
-                        return Err(io::Error::new(
+                        return Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             "text WebSocket message",
-                        ));
+                        )));
                     }
-                    Some(Err(e)) => return Err(ws_err(e)),
-                }
+                    Some(Err(e)) => return Poll::Ready(Err(ws_err(e))),
+                };
+                let Some(len) = u16::try_from(body.len()).ok().filter(|n| *n > 0) else {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "WebSocket message of 0 or over 65535 bytes",
+                    )));
+                };
+                let Some(out) = buf.get_mut(..2 + body.len()) else {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "read buffer too small",
+                    )));
+                };
+                out[..2].copy_from_slice(&len.to_be_bytes());
+                out[2..].copy_from_slice(&body);
+                return Poll::Ready(Ok(out.len()));
             },
         }
     }
@@ -118,12 +123,42 @@ pub const READ_BUFFER: usize = 2 + 65535;
 impl WriteHalf {
     /// Write one transmission (`[u16 len][body]`, as `poll_transmit` produced it).
     pub async fn write(&mut self, transmit: &[u8]) -> io::Result<()> {
+        let mut done = 0;
+        while done < transmit.len() {
+            done += futures::future::poll_fn(|cx| self.poll_write(cx, &transmit[done..])).await?;
+        }
+        futures::future::poll_fn(|cx| self.poll_flush(cx)).await
+    }
+
+    /// Start writing one transmission, or the rest of one (`[u16 len][body]` as
+    /// `poll_transmit` produced it): how many bytes were taken. A WebSocket takes a
+    /// whole transmission as one binary message (call it with whole transmissions only).
+    pub fn poll_write(&mut self, cx: &mut Context<'_>, transmit: &[u8]) -> Poll<io::Result<usize>> {
         match &mut self.0 {
-            WriteKind::Stream(w) => w.write_all(transmit).await,
+            WriteKind::Stream(w) => match w.as_mut().poll_write(cx, transmit) {
+                Poll::Ready(Ok(0)) if !transmit.is_empty() => {
+                    Poll::Ready(Err(io::ErrorKind::WriteZero.into()))
+                }
+                other => other,
+            },
             WriteKind::Ws(w) => {
+                if let Err(e) = ready!(w.as_mut().poll_ready(cx)) {
+                    return Poll::Ready(Err(ws_err(e)));
+                }
                 let body = transmit.get(2..).unwrap_or_default();
-                w.send(Message::binary(body.to_vec())).await.map_err(ws_err)
+                w.as_mut()
+                    .start_send(Message::binary(body.to_vec()))
+                    .map_err(ws_err)?;
+                Poll::Ready(Ok(transmit.len()))
             }
+        }
+    }
+
+    /// Push out what a WebSocket buffered (a byte stream buffers nothing).
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.0 {
+            WriteKind::Stream(w) => w.as_mut().poll_flush(cx),
+            WriteKind::Ws(w) => w.as_mut().poll_flush(cx).map_err(ws_err),
         }
     }
 
