@@ -313,10 +313,14 @@ impl Node {
             target: Target::Node,
         };
         let bytes = envelope::encode(&header, payload, signed.then_some(&*self.identity));
-        self.send_on(conn, bytes);
+        if kind == Kind::Receipt {
+            self.send_receipt(conn, bytes);
+        } else {
+            self.send_on(conn, bytes);
+        }
     }
 
-    fn send_on(&mut self, conn: ConnId, bytes: Bytes) {
+    pub(super) fn send_on(&mut self, conn: ConnId, bytes: Bytes) {
         let now = self.now;
         if let Some(entry) = self.links.get_mut(conn) {
             entry.last_used = now;

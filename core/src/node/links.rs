@@ -51,6 +51,8 @@ pub(crate) struct Entry {
     pub wants: Option<NodeId>,
     /// The last time an envelope crossed this link.
     pub last_used: Instant,
+    /// Receipts waiting to leave with the link's next record (see `receipts.rs`).
+    pub held: Vec<bytes::Bytes>,
     /// The deadline last pushed onto the timer heap.
     armed: Option<Instant>,
 }
@@ -93,6 +95,7 @@ impl Links {
             duplicate: false,
             wants: None,
             last_used: Instant::ZERO,
+            held: Vec::new(),
             armed: None,
         };
         self.len += 1;

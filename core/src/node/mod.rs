@@ -34,6 +34,7 @@ mod discovery;
 mod ipc;
 mod links;
 mod outbox;
+mod receipts;
 mod seeds;
 
 use alloc::collections::{BTreeMap, VecDeque};
@@ -75,6 +76,10 @@ pub struct NodeConfig {
     pub message_timeout: Duration,
     /// First retransmission delay of a relayed envelope (doubles, up to 8×).
     pub retry_interval: Duration,
+    /// How long a receipt may wait for the link's next record to leave in (an answer
+    /// the application sends at once, the next message of a stream); zero sends each
+    /// receipt at once. Adds at most this much to `Delivered` when nothing else flows.
+    pub receipt_delay: Duration,
     /// Most unanswered messages and requests; more are refused with `Full`.
     pub max_pending: usize,
     /// First redial delay of a seed (doubles per failure, with jitter).
@@ -114,6 +119,7 @@ impl NodeConfig {
             max_handshakes: 128,
             message_timeout: Duration::from_secs(10),
             retry_interval: Duration::from_secs(1),
+            receipt_delay: Duration::from_millis(1),
             max_pending: 10_000,
             redial_min: Duration::from_millis(200),
             redial_max: Duration::from_secs(30),
@@ -371,6 +377,7 @@ pub struct Node {
     peers: BTreeMap<NodeId, ConnId>,
     seeds: Seeds,
     outbox: Outbox,
+    held: receipts::HeldReceipts,
     dedup: DedupFilter,
     relay_dedup: DedupFilter,
     recent: ipc::RecentRequests,
@@ -417,6 +424,7 @@ impl Node {
             peers: BTreeMap::new(),
             seeds: Seeds::default(),
             outbox: Outbox::default(),
+            held: Default::default(),
             next_message: 0,
             actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -519,6 +527,7 @@ impl Node {
                 self.service(conn);
             }
         }
+        self.release_due_receipts();
         self.outbox_timers();
         self.discovery_timers();
         self.dial_due_seeds(now);
@@ -587,6 +596,14 @@ impl Node {
     /// Write `conn`'s next transmission into `buf` (see [`Link::poll_transmit`]).
     pub fn poll_transmit(&mut self, now: Instant, conn: ConnId, buf: &mut [u8]) -> Option<usize> {
         self.advance(now);
+        // Held receipts ride along with whatever else leaves (and only then).
+        if self
+            .links
+            .get(conn)
+            .is_some_and(|e| e.link.wants_transmit())
+        {
+            self.move_held(conn);
+        }
         let entry = self.links.get_mut(conn)?;
         let n = entry.link.poll_transmit(now, buf);
         if n.is_none() {
@@ -612,6 +629,7 @@ impl Node {
         [
             self.links.next_deadline(),
             self.outbox.next_deadline(),
+            self.held.next_deadline(),
             self.discovery_deadline(),
             // At capacity a due seed cannot be dialed: it waits until a link or a
             // handshake slot frees up (every such change comes with an input, after

@@ -16,6 +16,8 @@ struct Net {
     now: Instant,
     /// Drop every byte sent by this node (a silent peer).
     mute: Option<usize>,
+    /// Transmissions each node made.
+    transmits: Vec<usize>,
 }
 
 impl Net {
@@ -36,6 +38,7 @@ impl Net {
             events: vec![Vec::new(); n],
             now: Instant::from_micros(1),
             mute: None,
+            transmits: vec![0; n],
         }
     }
 
@@ -66,6 +69,7 @@ impl Net {
                             while let Some(n) =
                                 self.nodes[i].poll_transmit(self.now, conn, &mut buf)
                             {
+                                self.transmits[i] += 1;
                                 if let (Some(&(j, cj)), false) =
                                     (self.wires.get(&(i, conn)), self.mute == Some(i))
                                 {
@@ -116,8 +120,60 @@ impl Net {
     }
 }
 
+/// The in-memory network settles without time passing: receipts go at once (held
+/// receipts have a test of their own).
 fn config() -> NodeConfig {
-    NodeConfig::new([3; 32])
+    let mut c = NodeConfig::new([3; 32]);
+    c.receipt_delay = Duration::ZERO;
+    c
+}
+
+#[test]
+fn receipts_wait_for_the_answer_and_leave_with_it_or_after_the_delay() {
+    let mut c = config();
+    c.receipt_delay = Duration::from_millis(1);
+    let mut net = Net::new(2, c);
+    net.nodes[0].add_seed(net.now, "n1");
+    net.advance(Duration::ZERO);
+    let (a, b) = (net.id(0), net.id(1));
+    let sent = net.transmits.clone();
+
+    // b answers at once: its receipt and its answer leave in one transmission.
+    let id = net.nodes[0]
+        .send(net.now, b, Target::Node, b"ping")
+        .unwrap();
+    net.run();
+    assert!(!net.events[0].contains(&NodeEvent::Delivered { to: b, id }));
+    let back = net.nodes[1]
+        .send(net.now, a, Target::Node, b"pong")
+        .unwrap();
+    net.run();
+    assert!(net.events[0].contains(&NodeEvent::Delivered { to: b, id }));
+    assert_eq!(
+        net.transmits[1] - sent[1],
+        1,
+        "receipt and answer in one transmission"
+    );
+
+    // a sends nothing more: its receipt for the answer leaves when the delay is over.
+    assert!(!net.events[1].contains(&NodeEvent::Delivered { to: a, id: back }));
+    net.advance(Duration::from_millis(1));
+    assert!(net.events[1].contains(&NodeEvent::Delivered { to: a, id: back }));
+
+    // A stream of messages: receipts leave in batches of MAX_HELD without waiting.
+    let before = net.transmits[1];
+    let ids: Vec<_> = (0..receipts::MAX_HELD)
+        .map(|_| net.nodes[0].send(net.now, b, Target::Node, b"x").unwrap())
+        .collect();
+    net.run();
+    for id in ids {
+        assert!(net.events[0].contains(&NodeEvent::Delivered { to: b, id }));
+    }
+    assert_eq!(
+        net.transmits[1] - before,
+        1,
+        "one transmission carries every receipt"
+    );
 }
 
 #[test]
