@@ -24,6 +24,10 @@
 //! 2. 64 B request/response: A sends, B's application echoes each `Message` event with
 //!    `send`, A times send start to the reply's `Message` event. Baseline: raw TCP
 //!    ping-pong of the same length-prefixed 64 B. Goal: p50 and p99 <= 1.25x raw.
+//!    Also printed: the same ping-pong through the task structure the drivers are
+//!    required to have (the application hands bytes to a socket's writer task and gets
+//!    them from its reader task through channels), without the core: what the
+//!    structure alone costs.
 //! 3. Connect to first authenticated delivered byte (hybrid handshake): a fresh client
 //!    node seeded with a running listener: `start()`, wait for `PeerUp`, first `send`
 //!    acknowledged; fresh client (and identity) each trial, shut down after it.
@@ -54,7 +58,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::stream::{self, FuturesUnordered, StreamExt};
+use futures::stream::{self, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
@@ -638,23 +642,81 @@ async fn raw_rtt(warmup: usize, samples: usize) -> Vec<Duration> {
     out
 }
 
-/// B's application: echo every message back with `send`, without waiting for one
-/// acknowledgement before handling the next event.
-async fn echo_app(mesh: Mesh, mut events: Events, trace: Option<Arc<Trace>>) {
-    let mut replies = FuturesUnordered::new();
-    loop {
-        tokio::select! {
-            e = events.next() => match e {
-                Some(MeshEvent::Message { from, data, .. }) => {
-                    if let Some(t) = &trace {
-                        t.mark("B app: Message event", None);
-                    }
-                    replies.push(mesh.send(from, Target::Node, data));
+/// The floor of the structure the issue requires (a reader task and a writer task per
+/// socket, the application in a task of its own), without the event loop, the core or
+/// any cryptography: raw TCP ping-pong where each side's application hands its 64 B
+/// to the socket's writer task through a channel and gets the reply from the socket's
+/// reader task through another. Four task hand-offs per round trip that raw TCP
+/// between the two application tasks does not have.
+async fn structure_rtt(warmup: usize, samples: usize) -> Vec<Duration> {
+    use tokio::sync::mpsc;
+    /// Reader and writer tasks for one socket: (bytes to write, frames read).
+    fn split(s: TcpStream) -> (mpsc::Sender<Vec<u8>>, mpsc::Receiver<Vec<u8>>) {
+        s.set_nodelay(true).expect("nodelay");
+        let (r, mut w) = s.into_split();
+        let (to_writer, mut writes) = mpsc::channel::<Vec<u8>>(64);
+        let (to_app, reads) = mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Some(buf) = writes.recv().await {
+                if w.write_all(&buf).await.is_err() {
+                    break;
                 }
-                Some(_) => {}
-                None => break,
-            },
-            Some(r) = replies.next(), if !replies.is_empty() => r.expect("reply"),
+            }
+        });
+        tokio::spawn(async move {
+            let mut r = BufReader::new(r);
+            let mut len = [0u8; 4];
+            while r.read_exact(&mut len).await.is_ok() {
+                let mut msg = vec![0u8; 4 + u32::from_be_bytes(len) as usize];
+                msg[..4].copy_from_slice(&len);
+                if r.read_exact(&mut msg[4..]).await.is_err() || to_app.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+        (to_writer, reads)
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let echo = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.expect("accept");
+        let (tx, mut rx) = split(s);
+        while let Some(msg) = rx.recv().await {
+            if tx.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let (tx, mut rx) = split(TcpStream::connect(addr).await.expect("connect"));
+    let mut req = vec![0xab; 4 + SMALL];
+    req[..4].copy_from_slice(&(SMALL as u32).to_be_bytes());
+    let mut out = Vec::with_capacity(samples);
+    for i in 0..warmup + samples {
+        let t = Instant::now();
+        tx.send(req.clone()).await.expect("writer task");
+        let reply = rx.recv().await.expect("reader task");
+        assert_eq!(reply.len(), 4 + SMALL);
+        if i >= warmup {
+            out.push(t.elapsed());
+        }
+    }
+    drop((tx, rx));
+    within("structure echo", echo).await.expect("echo task");
+    out
+}
+
+/// B's application: echo every message back with `send`, one at a time. (Keeping
+/// several sends in flight in a `FuturesUnordered` would cost a thread switch per
+/// message: it wakes its task whenever all its futures are pending, and a task that
+/// wakes itself is handed to another worker. The echo's acknowledgement comes with A's
+/// next message, so waiting for it delays nothing A measures.)
+async fn echo_app(mesh: Mesh, mut events: Events, trace: Option<Arc<Trace>>) {
+    while let Some(event) = events.next().await {
+        if let MeshEvent::Message { from, data, .. } = event {
+            if let Some(t) = &trace {
+                t.mark("B app: Message event", None);
+            }
+            mesh.send(from, Target::Node, data).await.expect("reply");
         }
     }
 }
@@ -732,9 +794,16 @@ async fn fig_rtt(plan: &Plan, report: &mut Report) {
     let (mut weft, _) = weft_rtt(pair().await, plan.rtt_warmup, plan.rtt_samples, None).await;
     let mut raw2 = raw_rtt(plan.rtt_warmup, plan.rtt_samples / 4).await;
     raw.append(&mut raw2);
+    let mut floor = structure_rtt(plan.rtt_warmup, plan.rtt_samples).await;
     for (name, p) in [("p50", 50), ("p99", 99)] {
-        let (w, r) = (pct(&mut weft, p), pct(&mut raw, p));
-        println!("  {name}: raw {:7.1} us   weft {:7.1} us", us(r), us(w));
+        let (w, r, f) = (pct(&mut weft, p), pct(&mut raw, p), pct(&mut floor, p));
+        println!(
+            "  {name}: raw {:7.1} us   weft {:7.1} us   required task structure alone {:7.1} us ({:.2}x raw)",
+            us(r),
+            us(w),
+            us(f),
+            us(f) / us(r)
+        );
         report.row(
             &format!("2. 64 B round trip {name}, us"),
             format!("{:.1}", us(w)),
