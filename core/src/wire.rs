@@ -8,7 +8,6 @@ use crate::NodeId;
 /// A cursor over a received message.
 pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
-#[allow(dead_code)] // u32, u64: used by the registry and membership codecs to come
 impl<'a> Reader<'a> {
     /// The next `n` bytes.
     pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
