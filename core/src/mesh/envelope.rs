@@ -55,6 +55,10 @@ pub enum Kind {
     Receipt,
     /// A relay could not forward `reply_to`; the payload is one [`Failure`] code.
     Failure,
+    /// A membership (SWIM) packet for a member with no direct link: delivered to the
+    /// destination's failure detector, never to its application; no answer, no
+    /// retransmission (SWIM tolerates loss).
+    Membership,
 }
 
 impl Kind {
@@ -65,6 +69,7 @@ impl Kind {
             Kind::Response => 0x12,
             Kind::Receipt => 0x13,
             Kind::Failure => 0x14,
+            Kind::Membership => 0x15,
         }
     }
 
@@ -75,6 +80,7 @@ impl Kind {
             0x12 => Kind::Response,
             0x13 => Kind::Receipt,
             0x14 => Kind::Failure,
+            0x15 => Kind::Membership,
             _ => return None,
         })
     }

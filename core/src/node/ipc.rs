@@ -27,7 +27,7 @@ pub struct RequestToken {
 
 /// How an envelope to some node leaves right now.
 #[derive(Clone, Copy)]
-enum Way {
+pub(super) enum Way {
     /// Over the link to the destination itself.
     Direct(ConnId),
     /// Through a neighbour, crossing `hops` links in all.
@@ -149,7 +149,7 @@ impl Node {
         id
     }
 
-    fn way_to(&self, dest: &NodeId) -> Way {
+    pub(super) fn way_to(&self, dest: &NodeId) -> Way {
         if let Some(&c) = self.peers.get(dest) {
             return Way::Direct(c);
         }
@@ -284,7 +284,7 @@ impl Node {
     /// Send a fire-and-forget envelope (receipt, response, failure) to `dest`; `back`
     /// is the link the envelope it answers came in on, the way back while no route to
     /// `dest` is known yet (routes spread one advertisement per hop, a request at once).
-    fn emit(
+    pub(super) fn emit(
         &mut self,
         kind: Kind,
         dest: NodeId,
@@ -443,6 +443,7 @@ impl Node {
                     }
                 });
             }
+            Kind::Membership => self.on_membership_packet(from, &env.payload),
             Kind::Failure => {
                 let (Some(&code), true) = (env.payload.first(), env.payload.len() == 1) else {
                     return;

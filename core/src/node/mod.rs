@@ -33,6 +33,7 @@
 mod discovery;
 mod ipc;
 mod links;
+mod membership;
 mod outbox;
 mod receipts;
 mod seeds;
@@ -54,6 +55,7 @@ use crate::dedup::{DedupConfig, DedupFilter};
 use crate::frame::FrameType;
 use crate::handshake::Remote;
 use crate::link::{Link, LinkConfig, LinkEvent};
+use crate::membership::{MemberEvent, Swim, SwimConfig};
 use crate::mesh::discovery::Directory;
 use crate::mesh::routes::Routes;
 use crate::mesh::{Route, Target};
@@ -108,6 +110,9 @@ pub struct NodeConfig {
     pub advertise: Vec<String>,
     /// Nodes refused at the handshake and at join.
     pub banned: Vec<NodeId>,
+    /// SWIM failure detection with Lifeguard over the mesh (LAN preset); `None` turns
+    /// membership off (no member events, no heartbeat traffic of its own).
+    pub membership: Option<SwimConfig>,
 }
 
 impl NodeConfig {
@@ -133,6 +138,7 @@ impl NodeConfig {
             member_ttl: Duration::from_secs(600),
             advertise: Vec::new(),
             banned: Vec::new(),
+            membership: Some(SwimConfig::lan()),
         }
     }
 
@@ -273,6 +279,8 @@ pub enum NodeEvent {
         /// The message.
         id: MessageId,
     },
+    /// What the failure detector learned about a member (with membership on).
+    Member(MemberEvent),
     /// A message or request failed (no answer will come).
     SendFailed {
         /// The recipient.
@@ -384,6 +392,7 @@ pub struct Node {
     dial_backoff: discovery::DialBackoff,
     routes: Routes,
     directory: Directory,
+    swim: Option<Swim>,
     schedule: Option<Schedule>,
     stats: NodeStats,
     next_message: u64,
@@ -414,6 +423,10 @@ impl Node {
             dial_backoff: discovery::DialBackoff::default(),
             routes: Routes::new(me, config.max_routes),
             directory: Directory::new(me, config.max_members, config.member_ttl),
+            swim: config
+                .membership
+                .clone()
+                .map(|c| Swim::new(me, config.advertise.clone(), c, rng.fork())),
             schedule: None,
             stats: NodeStats::default(),
             identity,
@@ -506,6 +519,7 @@ impl Node {
     /// until [`Node::is_idle`], then stops.
     pub fn shutdown(&mut self, now: Instant) {
         self.advance(now);
+        self.leave_membership();
         self.shutting_down = true;
         let ids: Vec<ConnId> = self.links.ids().collect();
         for conn in ids {
@@ -528,6 +542,7 @@ impl Node {
             }
         }
         self.release_due_receipts();
+        self.membership_timers();
         self.outbox_timers();
         self.discovery_timers();
         self.dial_due_seeds(now);
@@ -630,6 +645,7 @@ impl Node {
             self.links.next_deadline(),
             self.outbox.next_deadline(),
             self.held.next_deadline(),
+            self.swim.as_ref().and_then(Swim::poll_timeout),
             self.discovery_deadline(),
             // At capacity a due seed cannot be dialed: it waits until a link or a
             // handshake slot frees up (every such change comes with an input, after
@@ -670,6 +686,10 @@ impl Node {
                     frame_type: FrameType::Discovery,
                     payload,
                 } => self.on_discovery(conn, &payload),
+                LinkEvent::Frame {
+                    frame_type: FrameType::Heartbeat,
+                    payload,
+                } => self.on_heartbeat(conn, &payload),
                 LinkEvent::Frame { .. } | LinkEvent::SendReady => {}
                 LinkEvent::Closed { reason, by_peer } => self.on_closed(conn, reason, by_peer),
             }
@@ -750,6 +770,7 @@ impl Node {
             direction,
         });
         self.discovery_peer_up(conn, node, direction);
+        self.member_linked(node);
     }
 
     fn on_closed(&mut self, conn: ConnId, reason: CloseReason, by_peer: bool) {

@@ -614,3 +614,80 @@ fn a_response_lost_for_want_of_a_route_is_sent_again_for_the_retransmitted_reque
     assert_eq!(net.nodes[1].stats().no_route, 1);
     assert_eq!(net.nodes[2].stats().duplicates, 1);
 }
+
+#[test]
+fn members_are_probed_through_relays_and_a_silent_member_is_declared_down() {
+    use crate::membership::{MemberEvent, MemberState};
+    let mut net = line3();
+    for _ in 0..50 {
+        net.advance(Duration::from_millis(100));
+    }
+    let ids = [net.id(0), net.id(1), net.id(2)];
+    for (i, node) in net.nodes.iter().enumerate() {
+        let alive: Vec<NodeId> = node
+            .members()
+            .filter(|m| m.state == MemberState::Alive)
+            .map(|m| m.node)
+            .collect();
+        assert_eq!(alive.len(), 3, "node {i} knows every member alive");
+    }
+    // n0 and n2 share no link: their probes travel in relayed membership envelopes.
+    assert!(!net.nodes[0].peers().any(|p| p.node == ids[2]));
+    assert!(net.nodes[1].stats().relayed > 0);
+    let (swim0, health) = net.nodes[0].membership_stats().unwrap();
+    assert!(swim0.acks_received >= 3 && health == 0, "{swim0:?}");
+    let up = |i: usize, n: NodeId| {
+        net.events[i]
+            .iter()
+            .any(|e| matches!(e, NodeEvent::Member(MemberEvent::Up { node, .. }) if *node == n))
+    };
+    assert!(up(0, ids[2]) && up(2, ids[0]) && up(0, ids[1]));
+
+    // n2 falls silent (its bytes are lost): both others suspect it, then declare it down.
+    net.mute = Some(2);
+    for _ in 0..600 {
+        net.advance(Duration::from_millis(100));
+    }
+    for i in 0..2 {
+        let about = |pred: fn(&MemberEvent) -> bool| {
+            net.events[i].iter().position(|e| match e {
+                NodeEvent::Member(m) => pred(m),
+                _ => false,
+            })
+        };
+        let suspect = about(|m| matches!(m, MemberEvent::Suspect { .. }));
+        let down = about(|m| matches!(m, MemberEvent::Down { .. }));
+        assert!(
+            suspect.is_some() && down.is_some() && suspect < down,
+            "node {i}"
+        );
+        let downs: Vec<_> = net.events[i]
+            .iter()
+            .filter_map(|e| match e {
+                NodeEvent::Member(MemberEvent::Down { node }) => Some(*node),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            downs,
+            [ids[2]],
+            "node {i} declared only the silent member down"
+        );
+    }
+}
+
+#[test]
+fn membership_can_be_turned_off() {
+    let mut c = config();
+    c.membership = None;
+    let mut net = Net::new(2, c);
+    net.nodes[0].add_seed(net.now, "n1");
+    for _ in 0..30 {
+        net.advance(Duration::from_millis(100));
+    }
+    assert_eq!(net.nodes[0].members().count(), 0);
+    assert!(net.nodes[0].membership_stats().is_none());
+    assert!(!net.events[0]
+        .iter()
+        .any(|e| matches!(e, NodeEvent::Member(_))));
+}
