@@ -241,6 +241,7 @@ impl Node {
             self.directory.expire(now);
             self.keep_degree();
             self.close_idle();
+            self.registry_anti_entropy();
         }
     }
 

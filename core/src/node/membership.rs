@@ -89,12 +89,21 @@ impl Node {
             self.carry_membership(to, packet);
         }
         for event in events {
-            if let MemberEvent::Up { node, addrs } = &event {
-                let member = Member {
-                    node: *node,
-                    addrs: addrs.clone(),
-                };
-                self.directory.learn(now, &member);
+            match &event {
+                MemberEvent::Up { node, addrs } => {
+                    let member = Member {
+                        node: *node,
+                        addrs: addrs.clone(),
+                    };
+                    self.directory.learn(now, &member);
+                }
+                MemberEvent::Down { node } | MemberEvent::Left { node } => {
+                    // The member's event first, then its services going down.
+                    self.events.push_back(NodeEvent::Member(event.clone()));
+                    self.registry_member_gone(node);
+                    continue;
+                }
+                _ => {}
             }
             self.events.push_back(NodeEvent::Member(event));
         }

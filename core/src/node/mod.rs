@@ -36,6 +36,7 @@ mod links;
 mod membership;
 mod outbox;
 mod receipts;
+mod registry;
 mod seeds;
 
 use alloc::collections::{BTreeMap, VecDeque};
@@ -50,6 +51,7 @@ use bytes::Bytes;
 pub use ipc::RequestToken;
 pub use links::{ConnId, Direction};
 pub use outbox::MessageId;
+pub use registry::RegistryError;
 
 use crate::dedup::{DedupConfig, DedupFilter};
 use crate::frame::FrameType;
@@ -59,6 +61,7 @@ use crate::membership::{MemberEvent, Swim, SwimConfig};
 use crate::mesh::discovery::Directory;
 use crate::mesh::routes::Routes;
 use crate::mesh::{Route, Target};
+use crate::registry::{ProcessTable, RegistryConfig, ServiceRegistry};
 use crate::{CloseReason, Identity, Instant, NodeId, Rng};
 use discovery::Schedule;
 use links::Links;
@@ -113,6 +116,12 @@ pub struct NodeConfig {
     /// SWIM failure detection with Lifeguard over the mesh (LAN preset); `None` turns
     /// membership off (no member events, no heartbeat traffic of its own).
     pub membership: Option<SwimConfig>,
+    /// Bounds of the service registry and the process table (each).
+    pub registry: RegistryConfig,
+    /// This run of the node, for its registry entries: it must grow across restarts
+    /// (drivers pass the start time in milliseconds since the Unix epoch), so that a
+    /// restarted node's entries replace those of its previous run everywhere.
+    pub epoch: u64,
 }
 
 impl NodeConfig {
@@ -139,6 +148,8 @@ impl NodeConfig {
             advertise: Vec::new(),
             banned: Vec::new(),
             membership: Some(SwimConfig::lan()),
+            registry: RegistryConfig::default(),
+            epoch: 0,
         }
     }
 
@@ -281,6 +292,20 @@ pub enum NodeEvent {
     },
     /// What the failure detector learned about a member (with membership on).
     Member(MemberEvent),
+    /// A member began to provide a service (or changed its metadata).
+    ServiceUp {
+        /// The provider.
+        node: NodeId,
+        /// The service.
+        name: String,
+    },
+    /// A member stopped providing a service (withdrawn, or the member is gone).
+    ServiceDown {
+        /// The former provider.
+        node: NodeId,
+        /// The service.
+        name: String,
+    },
     /// A message or request failed (no answer will come).
     SendFailed {
         /// The recipient.
@@ -373,6 +398,8 @@ pub struct NodeStats {
     pub unroutable: u64,
     /// Envelopes dropped because a link's send queue was full.
     pub dropped_full: u64,
+    /// Registry gossip and sync digests that did not decode (dropped).
+    pub malformed_gossip: u64,
 }
 
 /// The node state machine. See the [module docs](self).
@@ -393,6 +420,7 @@ pub struct Node {
     routes: Routes,
     directory: Directory,
     swim: Option<Swim>,
+    registries: registry::Registries,
     schedule: Option<Schedule>,
     stats: NodeStats,
     next_message: u64,
@@ -427,6 +455,10 @@ impl Node {
                 .membership
                 .clone()
                 .map(|c| Swim::new(me, config.advertise.clone(), c, rng.fork())),
+            registries: registry::Registries {
+                services: ServiceRegistry::new(me, config.epoch, config.registry.clone()),
+                processes: ProcessTable::new(me, config.epoch, config.registry.clone()),
+            },
             schedule: None,
             stats: NodeStats::default(),
             identity,
@@ -690,6 +722,14 @@ impl Node {
                     frame_type: FrameType::Heartbeat,
                     payload,
                 } => self.on_heartbeat(conn, &payload),
+                LinkEvent::Frame {
+                    frame_type: frame @ (FrameType::ServiceGossip | FrameType::ProcessGossip),
+                    payload,
+                } => self.on_gossip(conn, frame, payload),
+                LinkEvent::Frame {
+                    frame_type: FrameType::SyncDigest,
+                    payload,
+                } => self.on_sync_digest(conn, &payload),
                 LinkEvent::Frame { .. } | LinkEvent::SendReady => {}
                 LinkEvent::Closed { reason, by_peer } => self.on_closed(conn, reason, by_peer),
             }
@@ -771,6 +811,7 @@ impl Node {
         });
         self.discovery_peer_up(conn, node, direction);
         self.member_linked(node);
+        self.send_sync_digest(conn);
     }
 
     fn on_closed(&mut self, conn: ConnId, reason: CloseReason, by_peer: bool) {

@@ -42,6 +42,16 @@ impl Net {
         }
     }
 
+    /// One more node (named after its index, like the others).
+    fn add_node(&mut self, config: NodeConfig) -> usize {
+        let mut rng = Rng::from_seed([100 + self.nodes.len() as u8; 32]);
+        let identity = Arc::new(Identity::generate(&mut rng));
+        self.nodes.push(Node::new(identity, config, rng.fork()));
+        self.events.push(Vec::new());
+        self.transmits.push(0);
+        self.nodes.len() - 1
+    }
+
     fn id(&self, i: usize) -> NodeId {
         self.nodes[i].node_id()
     }
@@ -690,4 +700,97 @@ fn membership_can_be_turned_off() {
     assert!(!net.events[0]
         .iter()
         .any(|e| matches!(e, NodeEvent::Member(_))));
+}
+
+#[test]
+fn services_spread_to_every_member_and_leave_with_their_provider() {
+    use crate::registry::ServiceName;
+    let mut net = line3();
+    let ids = [net.id(0), net.id(1), net.id(2)];
+    let db = ServiceName::new("db").unwrap();
+    let providers =
+        |net: &Net, i: usize| -> Vec<NodeId> { net.nodes[i].services().providers(&db).collect() };
+    let service = |net: &Net, i: usize, up: bool| {
+        net.events[i].iter().any(|e| match e {
+            NodeEvent::ServiceUp { node, name } if up => *node == ids[2] && name == "db",
+            NodeEvent::ServiceDown { node, name } if !up => *node == ids[2] && name == "db",
+            _ => false,
+        })
+    };
+    // n2 advertises: n1 learns it from n2, n0 from n1's forward (no link to n2).
+    net.nodes[2].advertise(net.now, "db", b"port=5432").unwrap();
+    net.run();
+    for i in 0..2 {
+        assert_eq!(providers(&net, i), [ids[2]], "node {i}");
+        assert!(service(&net, i, true), "node {i} reported the service up");
+    }
+    let info = net.nodes[0].services().get(&ids[2], &db).unwrap();
+    assert_eq!(&info.metadata()[..], b"port=5432");
+    net.nodes[1]
+        .register_process(net.now, 7, "worker", b"")
+        .unwrap();
+    net.run();
+    assert_eq!(
+        net.nodes[0].processes().get(&ids[1], &7).unwrap().name(),
+        "worker"
+    );
+
+    // Withdrawn: gone everywhere.
+    net.nodes[2].withdraw(net.now, "db").unwrap();
+    net.run();
+    assert!(providers(&net, 0).is_empty() && service(&net, 0, false));
+
+    // A node that joins later catches up through the digest exchange on its first link.
+    net.nodes[2].advertise(net.now, "db", b"").unwrap();
+    net.run();
+    let late = net.add_node(config());
+    net.nodes[late].add_seed(net.now, "n0");
+    net.advance(Duration::ZERO);
+    assert_eq!(providers(&net, 3), [ids[2]]);
+    assert_eq!(
+        net.nodes[3].processes().get(&ids[1], &7).unwrap().name(),
+        "worker"
+    );
+
+    // The provider falls silent: once SWIM declares it down, its services go too.
+    net.mute = Some(2);
+    for _ in 0..600 {
+        net.advance(Duration::from_millis(100));
+        if providers(&net, 0).is_empty() {
+            break;
+        }
+    }
+    assert!(
+        providers(&net, 0).is_empty(),
+        "n2's service is gone from n0"
+    );
+    let down = net.events[0].iter().position(|e| {
+        matches!(e, NodeEvent::Member(crate::membership::MemberEvent::Down { node }) if *node == ids[2])
+    });
+    let gone = net.events[0]
+        .iter()
+        .rposition(|e| matches!(e, NodeEvent::ServiceDown { node, .. } if *node == ids[2]));
+    assert!(
+        down.is_some() && down < gone,
+        "member down, then its service down"
+    );
+}
+
+#[test]
+fn invalid_registry_writes_are_refused() {
+    let mut net = Net::new(1, config());
+    let long = "x".repeat(256);
+    assert!(matches!(
+        net.nodes[0].advertise(net.now, "", b""),
+        Err(RegistryError::Entry(_))
+    ));
+    assert!(matches!(
+        net.nodes[0].advertise(net.now, &long, b""),
+        Err(RegistryError::Entry(_))
+    ));
+    assert!(matches!(
+        net.nodes[0].advertise(net.now, "ok", &[0; 2048]),
+        Err(RegistryError::Entry(_))
+    ));
+    assert_eq!(net.nodes[0].services().len(), 0);
 }
