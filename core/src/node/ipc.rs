@@ -321,14 +321,10 @@ impl Node {
     }
 
     pub(super) fn send_on(&mut self, conn: ConnId, bytes: Bytes) {
-        let now = self.now;
         if let Some(entry) = self.links.get_mut(conn) {
-            entry.last_used = now;
-            if entry.link.send(FrameType::Message, bytes).is_err() {
-                self.stats.dropped_full += 1;
-            }
-            self.wake(conn);
+            entry.last_used = self.now;
         }
+        self.send_frame(conn, FrameType::Message, bytes);
     }
 
     /// A Message frame from neighbour `from` on `conn`.

@@ -111,14 +111,7 @@ impl Node {
 
     fn carry_membership(&mut self, to: NodeId, packet: Bytes) {
         match self.way_to(&to) {
-            Way::Direct(conn) => {
-                if let Some(entry) = self.links.get_mut(conn) {
-                    if entry.link.send(FrameType::Heartbeat, packet).is_err() {
-                        self.stats.dropped_full += 1;
-                    }
-                    self.wake(conn);
-                }
-            }
+            Way::Direct(conn) => self.send_frame(conn, FrameType::Heartbeat, packet),
             // Relayed and signed; no route: counted as unroutable, and SWIM treats the
             // silence as it treats loss.
             _ => self.emit(Kind::Membership, to, [0; 16], &packet, None),

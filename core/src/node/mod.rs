@@ -37,6 +37,7 @@ mod membership;
 mod outbox;
 mod receipts;
 mod registry;
+mod resolve;
 mod seeds;
 
 use alloc::collections::{BTreeMap, VecDeque};
@@ -62,6 +63,7 @@ use crate::mesh::discovery::Directory;
 use crate::mesh::routes::Routes;
 use crate::mesh::{Route, Target};
 use crate::registry::{ProcessTable, RegistryConfig, ServiceRegistry};
+use crate::resolve::{QueryId, ResolveError, Resolver, ResolverConfig};
 use crate::{CloseReason, Identity, Instant, NodeId, Rng};
 use discovery::Schedule;
 use links::Links;
@@ -118,6 +120,8 @@ pub struct NodeConfig {
     pub membership: Option<SwimConfig>,
     /// Bounds of the service registry and the process table (each).
     pub registry: RegistryConfig,
+    /// Service resolution: caches, query timeout, circuit breakers.
+    pub resolver: ResolverConfig,
     /// This run of the node, for its registry entries: it must grow across restarts
     /// (drivers pass the start time in milliseconds since the Unix epoch), so that a
     /// restarted node's entries replace those of its previous run everywhere.
@@ -149,6 +153,7 @@ impl NodeConfig {
             banned: Vec::new(),
             membership: Some(SwimConfig::lan()),
             registry: RegistryConfig::default(),
+            resolver: ResolverConfig::default(),
             epoch: 0,
         }
     }
@@ -306,6 +311,13 @@ pub enum NodeEvent {
         /// The service.
         name: String,
     },
+    /// The outcome of a [`Node::resolve`] that asked the cluster.
+    Resolved {
+        /// The query [`Resolution::Ask`](crate::resolve::Resolution::Ask) named.
+        query: QueryId,
+        /// A provider, or why none.
+        result: Result<NodeId, ResolveError>,
+    },
     /// A message or request failed (no answer will come).
     SendFailed {
         /// The recipient.
@@ -398,7 +410,7 @@ pub struct NodeStats {
     pub unroutable: u64,
     /// Envelopes dropped because a link's send queue was full.
     pub dropped_full: u64,
-    /// Registry gossip and sync digests that did not decode (dropped).
+    /// Registry gossip, sync digests and resolve messages that did not decode (dropped).
     pub malformed_gossip: u64,
 }
 
@@ -421,6 +433,7 @@ pub struct Node {
     directory: Directory,
     swim: Option<Swim>,
     registries: registry::Registries,
+    resolver: Resolver,
     schedule: Option<Schedule>,
     stats: NodeStats,
     next_message: u64,
@@ -459,6 +472,7 @@ impl Node {
                 services: ServiceRegistry::new(me, config.epoch, config.registry.clone()),
                 processes: ProcessTable::new(me, config.epoch, config.registry.clone()),
             },
+            resolver: Resolver::new(config.resolver.clone(), &mut rng),
             schedule: None,
             stats: NodeStats::default(),
             identity,
@@ -575,6 +589,7 @@ impl Node {
         }
         self.release_due_receipts();
         self.membership_timers();
+        self.resolve_timers();
         self.outbox_timers();
         self.discovery_timers();
         self.dial_due_seeds(now);
@@ -678,6 +693,7 @@ impl Node {
             self.outbox.next_deadline(),
             self.held.next_deadline(),
             self.swim.as_ref().and_then(Swim::poll_timeout),
+            self.resolver.poll_timeout(),
             self.discovery_deadline(),
             // At capacity a due seed cannot be dialed: it waits until a link or a
             // handshake slot frees up (every such change comes with an input, after
@@ -730,6 +746,10 @@ impl Node {
                     frame_type: FrameType::SyncDigest,
                     payload,
                 } => self.on_sync_digest(conn, &payload),
+                LinkEvent::Frame {
+                    frame_type: FrameType::ServiceResolve,
+                    payload,
+                } => self.on_resolve(conn, &payload),
                 LinkEvent::Frame { .. } | LinkEvent::SendReady => {}
                 LinkEvent::Closed { reason, by_peer } => self.on_closed(conn, reason, by_peer),
             }
@@ -742,6 +762,16 @@ impl Node {
             return;
         }
         self.wake(conn);
+    }
+
+    /// Queue a control frame (not an envelope) on `conn` and have it sent.
+    fn send_frame(&mut self, conn: ConnId, frame: FrameType, bytes: Bytes) {
+        if let Some(entry) = self.links.get_mut(conn) {
+            if entry.link.send(frame, bytes).is_err() {
+                self.stats.dropped_full += 1;
+            }
+            self.wake(conn);
+        }
     }
 
     /// After queueing on a link from inside the node (which may be in the middle of

@@ -157,15 +157,6 @@ impl Node {
         }
     }
 
-    fn send_frame(&mut self, conn: ConnId, frame: FrameType, bytes: Bytes) {
-        if let Some(entry) = self.links.get_mut(conn) {
-            if entry.link.send(frame, bytes).is_err() {
-                self.stats.dropped_full += 1;
-            }
-            self.wake(conn);
-        }
-    }
-
     /// A gossip frame (0x08 or 0x09) from the peer on `conn`.
     pub(super) fn on_gossip(&mut self, conn: ConnId, frame: FrameType, payload: Bytes) {
         let now = self.now;

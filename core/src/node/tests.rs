@@ -794,3 +794,41 @@ fn invalid_registry_writes_are_refused() {
     ));
     assert_eq!(net.nodes[0].services().len(), 0);
 }
+
+#[test]
+fn resolve_asks_the_cluster_caches_not_found_and_rotates_among_providers() {
+    use crate::resolve::{Resolution, ResolveError};
+    let mut net = line3();
+    let ids = [net.id(0), net.id(1), net.id(2)];
+    // Nobody provides "db": the query to n0's only peer comes back empty.
+    let Resolution::Ask(query) = net.nodes[0].resolve(net.now, "db").unwrap() else {
+        panic!("not in the registry: the cluster is asked");
+    };
+    net.run();
+    assert!(net.events[0].contains(&NodeEvent::Resolved {
+        query,
+        result: Err(ResolveError::NotFound)
+    }));
+    assert_eq!(
+        net.nodes[0].resolve(net.now, "db").unwrap(),
+        Resolution::NotFound,
+        "negatively cached"
+    );
+    // Two providers appear: the registry wins over the negative entry, in turn.
+    net.nodes[1].advertise(net.now, "db", b"").unwrap();
+    net.nodes[2].advertise(net.now, "db", b"").unwrap();
+    net.run();
+    let picks: Vec<_> = (0..4)
+        .map(|_| net.nodes[0].resolve(net.now, "db").unwrap())
+        .collect();
+    let p = |i: usize| Resolution::Provider(ids[i]);
+    assert!(picks == [p(1), p(2), p(1), p(2)] || picks == [p(2), p(1), p(2), p(1)]);
+    // A provider that keeps failing is skipped (its breaker opens).
+    for _ in 0..3 {
+        net.nodes[0].provider_result(net.now, &ids[1], false);
+    }
+    for _ in 0..3 {
+        assert_eq!(net.nodes[0].resolve(net.now, "db").unwrap(), p(2));
+    }
+    assert!(net.nodes[0].resolve(net.now, "").is_err());
+}
