@@ -209,6 +209,7 @@ impl Node {
         let bytes = envelope::encode(&header, &p.payload, signed.then_some(&*self.identity));
         let backoff = self.config.retry_interval * (1u32 << p.attempt.min(3));
         let now = self.now;
+        self.note_answer(conn);
         let Some(entry) = self.links.get_mut(conn) else {
             return Ok(());
         };
@@ -324,6 +325,7 @@ impl Node {
         if let Some(entry) = self.links.get_mut(conn) {
             entry.last_used = self.now;
         }
+        self.note_answer(conn);
         self.send_frame(conn, FrameType::Message, bytes);
     }
 

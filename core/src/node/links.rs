@@ -51,8 +51,8 @@ pub(crate) struct Entry {
     pub wants: Option<NodeId>,
     /// The last time an envelope crossed this link.
     pub last_used: Instant,
-    /// Receipts waiting to leave with the link's next record (see `receipts.rs`).
-    pub held: Vec<bytes::Bytes>,
+    /// Receipts waiting to leave (see `receipts.rs`).
+    pub receipts: super::receipts::Receipts,
     /// The deadline last pushed onto the timer heap.
     armed: Option<Instant>,
 }
@@ -95,7 +95,7 @@ impl Links {
             duplicate: false,
             wants: None,
             last_used: Instant::ZERO,
-            held: Vec::new(),
+            receipts: Default::default(),
             armed: None,
         };
         self.len += 1;

@@ -1,11 +1,17 @@
-//! Receipts held back briefly, so that they leave in the link's next record (usually
-//! the answer the application sends at once, or the next message of a stream) instead
-//! of in a record and a write of their own: a receipt costs the peer a wake-up, a read
-//! and a decryption, as much as the message it acknowledges.
+//! Receipts, coalesced and, on links that carry requests and answers, held back
+//! briefly so that they leave in the answer's record.
 //!
-//! A held receipt leaves when its link transmits anything else, when
-//! [`NodeConfig::receipt_delay`](super::NodeConfig::receipt_delay) passes, or when
-//! [`MAX_HELD`] are waiting on one link.
+//! A receipt costs the peer a wake-up, a read and a decryption, as much as the message
+//! it acknowledges. So:
+//!
+//! * The receipts for everything one read delivered leave together, at the end of the
+//!   read (a stream of messages gets one receipt record per read, not per message).
+//! * A link whose application answers quickly (something else leaves on the link within
+//!   [`NodeConfig::receipt_delay`](super::NodeConfig::receipt_delay) of a receipt) turns
+//!   "ping-pong": its receipts then wait up to that delay for the next record, usually
+//!   the answer, and ride in it. If the delay passes with nothing to ride on, the link
+//!   turns back, so one-way traffic never waits.
+//! * At most [`MAX_HELD`] wait on one link; one more sends them all.
 
 use alloc::collections::VecDeque;
 
@@ -18,7 +24,8 @@ use crate::Instant;
 /// Receipts held on one link at most; one more sends them all.
 pub(crate) const MAX_HELD: usize = 32;
 
-/// When each link's oldest held receipt is due (in order: the delay is one constant).
+/// When each ping-pong link's oldest held receipt is due (in order: the delay is one
+/// constant).
 #[derive(Default)]
 pub(crate) struct HeldReceipts(VecDeque<(Instant, ConnId)>);
 
@@ -28,29 +35,62 @@ impl HeldReceipts {
     }
 }
 
+/// A link's receipt state.
+#[derive(Default)]
+pub(crate) struct Receipts {
+    held: alloc::vec::Vec<Bytes>,
+    /// Receipts wait for the next record (the application answers quickly).
+    pingpong: bool,
+    /// When receipts last left on their own.
+    sent_alone: Option<Instant>,
+}
+
 impl Node {
-    /// Send a receipt on `conn`, after a short delay unless something else leaves first.
+    /// Send a receipt on `conn`: at the end of this read, or (ping-pong) with the
+    /// link's next record.
     pub(super) fn send_receipt(&mut self, conn: ConnId, bytes: Bytes) {
         let (now, delay) = (self.now, self.config.receipt_delay);
         let Some(entry) = self.links.get_mut(conn) else {
             return;
         };
-        if delay.is_zero() {
-            return self.send_on(conn, bytes);
-        }
         entry.last_used = now;
-        if entry.held.is_empty() {
+        let r = &mut entry.receipts;
+        if r.pingpong && r.held.is_empty() && !delay.is_zero() {
             self.held.0.push_back((now + delay, conn));
         }
-        entry.held.push(bytes);
-        if entry.held.len() >= MAX_HELD {
+        r.held.push(bytes);
+        if r.held.len() >= MAX_HELD {
+            self.release_receipts(conn);
+        }
+    }
+
+    /// Something other than a receipt is about to leave on `conn`: a quick answer to
+    /// what we just acknowledged makes the link ping-pong.
+    pub(super) fn note_answer(&mut self, conn: ConnId) {
+        let (now, delay) = (self.now, self.config.receipt_delay);
+        if delay.is_zero() {
+            return;
+        }
+        if let Some(r) = self.links.get_mut(conn).map(|e| &mut e.receipts) {
+            if r.sent_alone.is_some_and(|at| now <= at + delay) {
+                r.pingpong = true;
+            }
+        }
+    }
+
+    /// The end of a read on `conn`: receipts of a link that is not ping-pong leave now.
+    pub(super) fn end_of_read(&mut self, conn: ConnId) {
+        if self.links.get(conn).is_some_and(|e| !e.receipts.pingpong) {
             self.release_receipts(conn);
         }
     }
 
     /// Queue `conn`'s held receipts on its link and have them sent.
-    pub(super) fn release_receipts(&mut self, conn: ConnId) {
+    fn release_receipts(&mut self, conn: ConnId) {
         if self.move_held(conn) {
+            if let Some(e) = self.links.get_mut(conn) {
+                e.receipts.sent_alone = Some(self.now);
+            }
             self.wake(conn);
         }
     }
@@ -61,10 +101,10 @@ impl Node {
         let Some(entry) = self.links.get_mut(conn) else {
             return false;
         };
-        if entry.held.is_empty() {
+        if entry.receipts.held.is_empty() {
             return false;
         }
-        for bytes in entry.held.drain(..) {
+        for bytes in entry.receipts.held.drain(..) {
             if entry.link.send(FrameType::Message, bytes).is_err() {
                 self.stats.dropped_full += 1;
             }
@@ -72,14 +112,22 @@ impl Node {
         true
     }
 
-    /// Send the receipts whose delay is over.
+    /// Held receipts whose delay passed with nothing to ride on leave, and their link
+    /// stops being ping-pong.
     pub(super) fn release_due_receipts(&mut self) {
         while let Some(&(at, conn)) = self.held.0.front() {
             if at > self.now {
                 break;
             }
             self.held.0.pop_front();
-            self.release_receipts(conn);
+            let waiting = self
+                .links
+                .get_mut(conn)
+                .filter(|e| !e.receipts.held.is_empty());
+            if let Some(e) = waiting {
+                e.receipts.pingpong = false;
+                self.release_receipts(conn);
+            }
         }
     }
 }

@@ -130,8 +130,8 @@ impl Net {
     }
 }
 
-/// The in-memory network settles without time passing: receipts go at once (held
-/// receipts have a test of their own).
+/// The in-memory network settles without time passing: no receipt waits for an
+/// answer (that has a test of its own).
 fn config() -> NodeConfig {
     let mut c = NodeConfig::new([3; 32]);
     c.receipt_delay = Duration::ZERO;
@@ -139,46 +139,70 @@ fn config() -> NodeConfig {
 }
 
 #[test]
-fn receipts_wait_for_the_answer_and_leave_with_it_or_after_the_delay() {
+fn receipts_ride_with_quick_answers_and_never_wait_on_one_way_links() {
     let mut c = config();
     c.receipt_delay = Duration::from_millis(1);
+    c.membership = None; // no heartbeat traffic to ride on
     let mut net = Net::new(2, c);
     net.nodes[0].add_seed(net.now, "n1");
     net.advance(Duration::ZERO);
     let (a, b) = (net.id(0), net.id(1));
-    let sent = net.transmits.clone();
+    let delivered =
+        |net: &Net, i: usize, to, id| net.events[i].contains(&NodeEvent::Delivered { to, id });
 
-    // b answers at once: its receipt and its answer leave in one transmission.
+    // One way: the receipt leaves at the end of the read, at once.
+    let id = net.nodes[0].send(net.now, b, Target::Node, b"one").unwrap();
+    net.run();
+    assert!(delivered(&net, 0, b, id));
+
+    // b answers at once (within the delay of its receipt): the link turns ping-pong,
+    // and from then on b's receipt waits for b's answer and leaves in its record.
+    net.nodes[1]
+        .send(net.now, a, Target::Node, b"answer")
+        .unwrap();
+    net.run();
+    let sent = net.transmits[1];
     let id = net.nodes[0]
         .send(net.now, b, Target::Node, b"ping")
         .unwrap();
     net.run();
-    assert!(!net.events[0].contains(&NodeEvent::Delivered { to: b, id }));
-    let back = net.nodes[1]
+    assert!(
+        !delivered(&net, 0, b, id),
+        "b holds its receipt for the answer"
+    );
+    net.nodes[1]
         .send(net.now, a, Target::Node, b"pong")
         .unwrap();
     net.run();
-    assert!(net.events[0].contains(&NodeEvent::Delivered { to: b, id }));
+    assert!(delivered(&net, 0, b, id));
     assert_eq!(
-        net.transmits[1] - sent[1],
+        net.transmits[1] - sent,
         1,
         "receipt and answer in one transmission"
     );
 
-    // a sends nothing more: its receipt for the answer leaves when the delay is over.
-    assert!(!net.events[1].contains(&NodeEvent::Delivered { to: a, id: back }));
+    // No answer this time: the receipt leaves when the delay is over, and the link is
+    // one-way again (the next receipt does not wait).
+    let id = net.nodes[0]
+        .send(net.now, b, Target::Node, b"no answer")
+        .unwrap();
+    net.run();
+    assert!(!delivered(&net, 0, b, id));
     net.advance(Duration::from_millis(1));
-    assert!(net.events[1].contains(&NodeEvent::Delivered { to: a, id: back }));
+    assert!(delivered(&net, 0, b, id));
+    let id = net.nodes[0]
+        .send(net.now, b, Target::Node, b"one way")
+        .unwrap();
+    net.run();
+    assert!(delivered(&net, 0, b, id));
 
-    // A stream of messages: receipts leave in batches of MAX_HELD without waiting.
+    // A burst: every receipt of one read leaves in one transmission.
     let before = net.transmits[1];
     let ids: Vec<_> = (0..receipts::MAX_HELD)
         .map(|_| net.nodes[0].send(net.now, b, Target::Node, b"x").unwrap())
         .collect();
     net.run();
-    for id in ids {
-        assert!(net.events[0].contains(&NodeEvent::Delivered { to: b, id }));
-    }
+    assert!(ids.iter().all(|&id| delivered(&net, 0, b, id)));
     assert_eq!(
         net.transmits[1] - before,
         1,
