@@ -96,6 +96,10 @@ impl Node {
                         addrs: addrs.clone(),
                     };
                     self.directory.learn(now, &member);
+                    // Back after Down (a refuted false positive, or a restart): its
+                    // registry entries are welcome again.
+                    self.registries.services.readmit(node);
+                    self.registries.processes.readmit(node);
                 }
                 MemberEvent::Down { node } | MemberEvent::Left { node } => {
                     // The member's event first, then its services going down.

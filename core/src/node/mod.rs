@@ -70,6 +70,9 @@ use links::Links;
 use outbox::Outbox;
 use seeds::{Backoff, SeedState, Seeds};
 
+/// How long a shutting-down node waits for its leave to be pulled before closing.
+const LEAVE_GRACE: Duration = Duration::from_millis(200);
+
 /// Settings of a node.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct NodeConfig {
@@ -83,9 +86,9 @@ pub struct NodeConfig {
     pub message_timeout: Duration,
     /// First retransmission delay of a relayed envelope (doubles, up to 8×).
     pub retry_interval: Duration,
-    /// How long a receipt may wait for the link's next record to leave in (an answer
-    /// the application sends at once, the next message of a stream); zero sends each
-    /// receipt at once. Adds at most this much to `Delivered` when nothing else flows.
+    /// On a link whose application answers quickly, how long a receipt may wait for
+    /// the next record (the answer) to leave in; see `receipts.rs`. Zero: receipts
+    /// leave at the end of each read.
     pub receipt_delay: Duration,
     /// Most unanswered messages and requests; more are refused with `Full`.
     pub max_pending: usize,
@@ -441,6 +444,8 @@ pub struct Node {
     events: VecDeque<NodeEvent>,
     now: Instant,
     shutting_down: bool,
+    /// At shutdown: every link is closed by then, drained or not.
+    closing_by: Option<Instant>,
 }
 
 impl fmt::Debug for Node {
@@ -489,6 +494,7 @@ impl Node {
             events: VecDeque::new(),
             now: Instant::ZERO,
             shutting_down: false,
+            closing_by: None,
         }
     }
 
@@ -540,6 +546,7 @@ impl Node {
         if let Some(e) = self.links.get_mut(conn) {
             e.link.handle_bytes(now, bytes);
             self.service(conn);
+            self.end_of_read(conn);
         }
     }
 
@@ -565,11 +572,36 @@ impl Node {
     /// until [`Node::is_idle`], then stops.
     pub fn shutdown(&mut self, now: Instant) {
         self.advance(now);
+        if self.shutting_down {
+            return;
+        }
         self.leave_membership();
         self.shutting_down = true;
+        // A link with something queued (the leave) closes once that is pulled
+        // (`poll_transmit`), or at the latest after LEAVE_GRACE; the others at once
+        // (closing a link drops what it has queued).
+        self.closing_by = Some(now + LEAVE_GRACE);
         let ids: Vec<ConnId> = self.links.ids().collect();
         for conn in ids {
-            self.close(now, conn, CloseReason::Normal);
+            if !self
+                .links
+                .get(conn)
+                .is_some_and(|e| e.link.wants_transmit())
+            {
+                self.close(now, conn, CloseReason::Normal);
+            }
+        }
+    }
+
+    /// At shutdown, close `conn` once what it had queued is pulled.
+    fn close_when_drained(&mut self, conn: ConnId) {
+        if self.shutting_down
+            && self
+                .links
+                .get(conn)
+                .is_some_and(|e| !e.link.wants_transmit())
+        {
+            self.close(self.now, conn, CloseReason::Normal);
         }
     }
 
@@ -585,6 +617,13 @@ impl Node {
             if let Some(e) = self.links.get_mut(conn) {
                 e.link.handle_timeout(now);
                 self.service(conn);
+            }
+        }
+        if self.closing_by.is_some_and(|t| now >= t) {
+            self.closing_by = None;
+            let ids: Vec<ConnId> = self.links.ids().collect();
+            for conn in ids {
+                self.close(now, conn, CloseReason::Normal);
             }
         }
         self.release_due_receipts();
@@ -672,6 +711,9 @@ impl Node {
             entry.transmit_pending = false;
         }
         self.service(conn);
+        if n.is_none() {
+            self.close_when_drained(conn);
+        }
         n
     }
 
@@ -692,6 +734,7 @@ impl Node {
             self.links.next_deadline(),
             self.outbox.next_deadline(),
             self.held.next_deadline(),
+            self.closing_by.filter(|_| self.links.len() > 0),
             self.swim.as_ref().and_then(Swim::poll_timeout),
             self.resolver.poll_timeout(),
             self.discovery_deadline(),

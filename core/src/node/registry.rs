@@ -284,10 +284,13 @@ fn handle_gossip<K: Codec + Ord + Clone, V: Codec + Clone + PartialEq>(
     let Some(message) = Gossip::<K, V>::decode(payload) else {
         return (None, false, Vec::new());
     };
-    // Deltas that advance an origin's version are news, visible or not.
+    // Deltas that advance another origin's version are news, visible or not (a claim
+    // about our own origin is never passed on).
+    let me = map.me();
     let origins: BTreeMap<NodeId, Option<Version>> = match &message {
         Gossip::Deltas(deltas) => deltas
             .iter()
+            .filter(|d| d.origin != me)
             .map(|d| (d.origin, map.version(&d.origin)))
             .collect(),
         _ => BTreeMap::new(),

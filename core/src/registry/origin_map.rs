@@ -341,6 +341,15 @@ impl<K: Codec + Ord + Clone, V: Codec + Clone + PartialEq> OriginMap<K, V> {
         }
     }
 
+    /// Accept gossip about `origin` again after [`OriginMap::remove_origin`] (it was
+    /// declared down wrongly and refuted): its entries come back with the next deltas
+    /// or digest exchange that carries them.
+    pub fn readmit(&mut self, origin: &NodeId) {
+        if self.removed.remove(origin).is_some() {
+            self.removed_order.retain(|o| o != origin);
+        }
+    }
+
     /// Forget `origin` (SWIM declared it down) if what we hold of it is from `epoch` or
     /// earlier, and ignore gossip about it up to that epoch from now on (the most recent
     /// [`RegistryConfig::max_removed_origins`] removals are remembered). A delta of a

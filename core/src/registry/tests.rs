@@ -472,6 +472,20 @@ fn writing_the_same_value_again_is_not_a_new_version() {
 }
 
 #[test]
+fn a_readmitted_origin_is_accepted_again_in_the_same_epoch() {
+    let (mut a, mut b) = (map(0), map(1));
+    a.insert(at(0), 1, info(1)).unwrap();
+    let delta = a.delta_since(&n(0), Version::ZERO, 1024).unwrap();
+    b.apply(at(0), delta.clone()).unwrap();
+    b.remove_origin(&n(0), 1);
+    assert_eq!(b.apply(at(1), delta.clone()), Err(ApplyError::Removed));
+    // SWIM: it refuted the suspicion; the same run is welcome again.
+    b.readmit(&n(0));
+    assert_eq!(b.apply(at(2), delta).unwrap().len(), 1);
+    assert_eq!(b.get(&n(0), &1), Some(&info(1)));
+}
+
+#[test]
 fn a_removed_origin_stays_removed_until_it_restarts() {
     let (mut a, mut b) = (map(0), map(1));
     a.insert(at(0), 1, info(1)).unwrap();
