@@ -313,3 +313,37 @@ fn send_reaches_a_node_behind_two_relays() {
         assert!(node.terminate().success());
     }
 }
+
+#[test]
+fn services_and_member_failures_are_reported_in_json() {
+    let mut a = NodeProcess::start("ma", &[]);
+    let seed = a.addr.clone();
+    let mut b = NodeProcess::start("mb", &["--seed", &seed, "--service", "db"]);
+    let mut c = NodeProcess::start("mc", &["--seed", &seed]);
+    let service = c.expect("service_up");
+    assert_eq!(
+        (service["node"].as_str(), service["name"].as_str()),
+        (Some(b.node.as_str()), Some("db"))
+    );
+    let member = |p: &mut NodeProcess, event: &str, node: &str| loop {
+        if p.expect(event)["node"] == node {
+            break;
+        }
+    };
+    member(&mut a, "member_up", &b.node);
+    member(&mut a, "member_up", &c.node);
+    b.expect("peer_up");
+    b.child.kill().unwrap(); // no leave: the others must detect the failure
+    b.child.wait().unwrap();
+    // Suspected, then (with c's confirmation shortening the suspicion) declared down,
+    // and its service goes with it.
+    member(&mut a, "member_suspect", &b.node);
+    member(&mut a, "member_down", &b.node);
+    let gone = a.expect("service_down");
+    assert_eq!(
+        (gone["node"].as_str(), gone["name"].as_str()),
+        (Some(b.node.as_str()), Some("db"))
+    );
+    assert!(a.terminate().success());
+    assert!(c.terminate().success());
+}

@@ -31,14 +31,16 @@ use futures::task::{ArcWake, AtomicWaker};
 use futures::{FutureExt, Stream, StreamExt};
 use tracing::{debug, info, info_span, warn, Instrument, Span};
 use weft_mesh::link::MAX_TRANSMIT;
+use weft_mesh::membership::{MemberEvent, MemberInfo};
 use weft_mesh::mesh::Target;
 use weft_mesh::node::{
     Action, ConnId, MessageId, Node, NodeConfig, NodeEvent, NodeStats, PeerSummary, RequestToken,
 };
+use weft_mesh::resolve::{QueryId, Resolution, ResolveError};
 use weft_mesh::{Identity, Instant, NodeId};
 
 use crate::discovery::{self, Discovery};
-use crate::mesh::{Responder, RouteSummary, Subscribers};
+use crate::mesh::{ProcessSummary, Responder, RouteSummary, ServiceSummary, Subscribers};
 use crate::runtime::{Incoming, TransportListener, Transports};
 use crate::stream::{ReadHalf, WriteHalf};
 use crate::{os_rng, Addr, MeshError, MeshEvent, MeshStream, Runtime};
@@ -91,8 +93,49 @@ pub(crate) enum Command {
         addr: Addr,
         reply: oneshot::Sender<()>,
     },
+    Members {
+        reply: oneshot::Sender<Vec<MemberInfo>>,
+    },
+    Registry {
+        entry: Entry,
+        reply: oneshot::Sender<Result<(), MeshError>>,
+    },
+    Services {
+        reply: oneshot::Sender<Vec<ServiceSummary>>,
+    },
+    Processes {
+        reply: oneshot::Sender<Vec<ProcessSummary>>,
+    },
+    Resolve {
+        name: String,
+        reply: oneshot::Sender<Result<NodeId, MeshError>>,
+    },
+    ProviderResult {
+        provider: NodeId,
+        ok: bool,
+        reply: oneshot::Sender<()>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
+    },
+}
+
+/// A change to this node's registry entries.
+pub(crate) enum Entry {
+    Service {
+        name: String,
+        metadata: Bytes,
+    },
+    NoService {
+        name: String,
+    },
+    Process {
+        pid: u64,
+        name: String,
+        metadata: Bytes,
+    },
+    NoProcess {
+        pid: u64,
     },
 }
 
@@ -281,6 +324,9 @@ enum Stalled {
     Empty,
 }
 
+/// A handle waiting for a resolution: the name asked and where the answer goes.
+type ResolveWaiter = (String, oneshot::Sender<Result<NodeId, MeshError>>);
+
 /// A handle waiting for the outcome of a message or request it sent.
 enum Waiter {
     Send(oneshot::Sender<Result<(), MeshError>>),
@@ -317,6 +363,8 @@ struct EventLoop<R> {
     subscribers: Subscribers,
     /// Messages and requests of the handles, until the core reports their outcome.
     waiting: HashMap<MessageId, Waiter>,
+    /// Resolutions waiting for the cluster's answer.
+    resolving: HashMap<QueryId, Vec<ResolveWaiter>>,
     tasks: Vec<AbortHandle>,
     connect_timeout: Duration,
     transports: Transports,
@@ -351,6 +399,7 @@ pub(crate) fn spawn<R: Runtime>(setup: Setup<R>) -> async_channel::Sender<Comman
         writable: HashSet::new(),
         subscribers: setup.subscribers,
         waiting: HashMap::new(),
+        resolving: HashMap::new(),
         tasks: Vec::new(),
         connect_timeout: setup.connect_timeout,
         transports: setup.transports,
@@ -552,6 +601,65 @@ impl<R: Runtime> EventLoop<R> {
             }
             Command::Connect { addr, reply } => {
                 self.node.add_seed(now, addr.to_string());
+                let _ = reply.send(());
+            }
+            Command::Members { reply } => {
+                let _ = reply.send(self.node.members().collect());
+            }
+            Command::Registry { entry, reply } => {
+                let result = match entry {
+                    Entry::Service { name, metadata } => self.node.advertise(now, &name, &metadata),
+                    Entry::NoService { name } => self.node.withdraw(now, &name),
+                    Entry::Process {
+                        pid,
+                        name,
+                        metadata,
+                    } => self.node.register_process(now, pid, &name, &metadata),
+                    Entry::NoProcess { pid } => self.node.unregister_process(now, pid),
+                };
+                let _ = reply.send(result.map_err(MeshError::Registry));
+            }
+            Command::Services { reply } => {
+                let services =
+                    self.node
+                        .services()
+                        .iter()
+                        .map(|(node, name, info)| ServiceSummary {
+                            node,
+                            name: name.as_str().to_string(),
+                            metadata: info.metadata().clone(),
+                        });
+                let _ = reply.send(services.collect());
+            }
+            Command::Processes { reply } => {
+                let processes =
+                    self.node
+                        .processes()
+                        .iter()
+                        .map(|(node, pid, info)| ProcessSummary {
+                            node,
+                            pid: *pid,
+                            name: info.name().to_string(),
+                            metadata: info.metadata().clone(),
+                        });
+                let _ = reply.send(processes.collect());
+            }
+            Command::Resolve { name, reply } => match self.node.resolve(now, &name) {
+                Ok(Resolution::Provider(node)) => drop(reply.send(Ok(node))),
+                Ok(Resolution::Ask(query)) => {
+                    self.resolving.entry(query).or_default().push((name, reply));
+                }
+                Ok(Resolution::NotFound) => drop(reply.send(Err(MeshError::NotFound(name)))),
+                Ok(Resolution::Unavailable) => drop(reply.send(Err(MeshError::Unavailable(name)))),
+                Ok(_) => drop(reply.send(Err(MeshError::Full))),
+                Err(e) => drop(reply.send(Err(MeshError::Registry(e)))),
+            },
+            Command::ProviderResult {
+                provider,
+                ok,
+                reply,
+            } => {
+                self.node.provider_result(now, &provider, ok);
                 let _ = reply.send(());
             }
             Command::Shutdown { reply } => self.begin_shutdown(Some(reply)),
@@ -840,6 +948,24 @@ impl<R: Runtime> EventLoop<R> {
             NodeEvent::PeerDown { node, reason, .. } => {
                 info!(peer = %node.short(), %reason, "peer down");
                 MeshEvent::PeerDown { node, reason }
+            }
+            NodeEvent::Member(event) => match event {
+                MemberEvent::Up { node, addrs } => MeshEvent::MemberUp { node, addrs },
+                MemberEvent::Suspect { node, .. } => MeshEvent::MemberSuspect { node },
+                MemberEvent::Alive { node } => MeshEvent::MemberAlive { node },
+                MemberEvent::Down { node } => MeshEvent::MemberDown { node },
+                MemberEvent::Left { node } => MeshEvent::MemberLeft { node },
+            },
+            NodeEvent::ServiceUp { node, name } => MeshEvent::ServiceUp { node, name },
+            NodeEvent::ServiceDown { node, name } => MeshEvent::ServiceDown { node, name },
+            NodeEvent::Resolved { query, result } => {
+                for (name, reply) in self.resolving.remove(&query).unwrap_or_default() {
+                    let _ = reply.send(result.map_err(|e| match e {
+                        ResolveError::Unavailable => MeshError::Unavailable(name),
+                        _ => MeshError::NotFound(name),
+                    }));
+                }
+                return;
             }
             NodeEvent::Rejected { addr, reason, .. } => {
                 info!(addr = addr.as_deref().unwrap_or("?"), %reason, "connection rejected");

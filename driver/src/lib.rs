@@ -23,8 +23,8 @@ pub use discovery::{
 };
 pub use identity_file::os_rng;
 pub use mesh::{
-    Events, Mesh, MeshBuilder, MeshError, MeshEvent, Responder, RouteSummary, StartError,
-    DEV_GENESIS, EVENT_CAPACITY,
+    Events, Mesh, MeshBuilder, MeshError, MeshEvent, ProcessSummary, Responder, RouteSummary,
+    ServiceSummary, StartError, DEV_GENESIS, EVENT_CAPACITY,
 };
 pub use runtime::{BoxFuture, Incoming, MeshTransport, Runtime, TransportListener};
 pub use sockets::{Accepted, Sockets, TcpTransport, WsTransport};

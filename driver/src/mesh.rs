@@ -10,14 +10,15 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 use futures::Stream;
 use weft_mesh::handshake::PqPolicy;
+use weft_mesh::membership::MemberInfo;
 use weft_mesh::mesh::{Target, MAX_HOPS};
 use weft_mesh::node::{
-    NodeConfig, NodeSendError, NodeStats, PeerSummary, RequestToken, SendFailure,
+    NodeConfig, NodeSendError, NodeStats, PeerSummary, RegistryError, RequestToken, SendFailure,
 };
 use weft_mesh::{CloseReason, Identity, NodeId};
 
 use crate::discovery::Discovery;
-use crate::event_loop::{self, Command};
+use crate::event_loop::{self, Command, Entry};
 use crate::runtime::Transports;
 use crate::{Addr, AddrError, DiscoveryBackend, Runtime};
 
@@ -77,6 +78,47 @@ pub enum MeshEvent {
         /// Why.
         reason: CloseReason,
     },
+    /// A member joined the cluster, or came back (failure detection, SWIM).
+    MemberUp {
+        /// The member.
+        node: NodeId,
+        /// Where it can be dialed, as it advertises.
+        addrs: Vec<String>,
+    },
+    /// A member is suspected of having failed (it may still refute).
+    MemberSuspect {
+        /// The member.
+        node: NodeId,
+    },
+    /// A suspected member refuted the suspicion: it is alive.
+    MemberAlive {
+        /// The member.
+        node: NodeId,
+    },
+    /// A member was declared failed; its services and processes are gone.
+    MemberDown {
+        /// The member.
+        node: NodeId,
+    },
+    /// A member left the cluster gracefully.
+    MemberLeft {
+        /// The member.
+        node: NodeId,
+    },
+    /// A member began to provide a service.
+    ServiceUp {
+        /// The provider.
+        node: NodeId,
+        /// The service.
+        name: String,
+    },
+    /// A member stopped providing a service (withdrawn, or the member is gone).
+    ServiceDown {
+        /// The former provider.
+        node: NodeId,
+        /// The service.
+        name: String,
+    },
 }
 
 /// Why a mesh operation failed.
@@ -129,6 +171,16 @@ pub enum MeshError {
     /// Refused by the core for a reason this driver does not know (a newer core).
     #[error("refused: {0}")]
     Refused(NodeSendError),
+    /// Nobody in the cluster provides the service (asked, or recently asked).
+    #[error("no provider of service {0:?}")]
+    NotFound(String),
+    /// The service's providers are known, but every one failed recently (their
+    /// circuit breakers are open).
+    #[error("every provider of service {0:?} failed recently")]
+    Unavailable(String),
+    /// A service or process entry was refused (invalid name or metadata, limits).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
     /// An address did not parse.
     #[error(transparent)]
     BadAddr(#[from] AddrError),
@@ -155,6 +207,30 @@ impl MeshError {
             other => MeshError::Refused(other),
         }
     }
+}
+
+/// A service one member provides, as listed by [`Mesh::services`].
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ServiceSummary {
+    /// The provider.
+    pub node: NodeId,
+    /// The service.
+    pub name: String,
+    /// What the provider advertised with it.
+    pub metadata: Bytes,
+}
+
+/// A process in the distributed process table, as listed by [`Mesh::processes`].
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ProcessSummary {
+    /// The node it runs on.
+    pub node: NodeId,
+    /// Its id on that node.
+    pub pid: u64,
+    /// Its name.
+    pub name: String,
+    /// What its node registered with it.
+    pub metadata: Bytes,
 }
 
 /// A node reachable from this one, as listed by [`Mesh::routes`].
@@ -395,6 +471,12 @@ impl<R: Runtime> MeshBuilder<R> {
                 .map(Addr::to_string)
                 .collect();
         }
+        if config.epoch == 0 {
+            // This run's registry entries replace those of earlier runs everywhere.
+            config.epoch = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_millis() as u64);
+        }
         let discovery = Discovery {
             backends: self.discovery,
             interval: self.discovery_interval,
@@ -553,6 +635,82 @@ impl<R> Mesh<R> {
     /// number of links.
     pub async fn routes(&self) -> Result<Vec<RouteSummary>, MeshError> {
         self.ask(|reply| Command::Routes { reply }).await
+    }
+
+    /// The cluster's members as this node's failure detector sees them (this node
+    /// first); empty with membership off.
+    pub async fn members(&self) -> Result<Vec<MemberInfo>, MeshError> {
+        self.ask(|reply| Command::Members { reply }).await
+    }
+
+    /// Advertise that this node provides service `name` (with up to 1 KiB of
+    /// `metadata`); every member learns it, and forgets it when this node goes.
+    pub async fn advertise(
+        &self,
+        name: impl Into<String>,
+        metadata: impl Into<Bytes>,
+    ) -> Result<(), MeshError> {
+        let (name, metadata) = (name.into(), metadata.into());
+        let entry = Entry::Service { name, metadata };
+        self.ask(|reply| Command::Registry { entry, reply }).await?
+    }
+
+    /// Stop advertising service `name`.
+    pub async fn withdraw(&self, name: impl Into<String>) -> Result<(), MeshError> {
+        let entry = Entry::NoService { name: name.into() };
+        self.ask(|reply| Command::Registry { entry, reply }).await?
+    }
+
+    /// Register process `pid` of this node in the distributed process table.
+    pub async fn register_process(
+        &self,
+        pid: u64,
+        name: impl Into<String>,
+        metadata: impl Into<Bytes>,
+    ) -> Result<(), MeshError> {
+        let (name, metadata) = (name.into(), metadata.into());
+        let entry = Entry::Process {
+            pid,
+            name,
+            metadata,
+        };
+        self.ask(|reply| Command::Registry { entry, reply }).await?
+    }
+
+    /// Remove process `pid` of this node from the process table.
+    pub async fn unregister_process(&self, pid: u64) -> Result<(), MeshError> {
+        let entry = Entry::NoProcess { pid };
+        self.ask(|reply| Command::Registry { entry, reply }).await?
+    }
+
+    /// Every member's services, as this node knows them.
+    pub async fn services(&self) -> Result<Vec<ServiceSummary>, MeshError> {
+        self.ask(|reply| Command::Services { reply }).await
+    }
+
+    /// The distributed process table, as this node knows it.
+    pub async fn processes(&self) -> Result<Vec<ProcessSummary>, MeshError> {
+        self.ask(|reply| Command::Processes { reply }).await
+    }
+
+    /// A node that provides service `name`: from the registry (round robin among
+    /// providers, skipping those that failed recently), else from the cache, else by
+    /// asking a few peers ([`MeshError::NotFound`] if nobody knows one; that answer
+    /// is cached for 30 s).
+    pub async fn resolve(&self, name: impl Into<String>) -> Result<NodeId, MeshError> {
+        let name = name.into();
+        self.ask(|reply| Command::Resolve { name, reply }).await?
+    }
+
+    /// Report how a call to `provider` went, for the circuit breakers [`Mesh::resolve`]
+    /// consults (three failures in a row skip it for 10 s).
+    pub async fn provider_result(&self, provider: NodeId, ok: bool) -> Result<(), MeshError> {
+        self.ask(|reply| Command::ProviderResult {
+            provider,
+            ok,
+            reply,
+        })
+        .await
     }
 
     /// The mesh layer's counters (delivered, relayed, duplicates, ...).

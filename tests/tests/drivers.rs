@@ -748,3 +748,79 @@ async fn a_failing_discovery_backend_is_retried_and_does_not_stop_the_mesh() {
     assert!(polls.load(SeqCst) <= after + 1, "polled after shutdown");
     a.shutdown().await;
 }
+
+/// Membership, the service registry, the process table and resolution through the
+/// handle API, across runtimes: `b` (smol) and `c` (tokio) joined through `a` (tokio).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_services_and_processes_across_runtimes() {
+    let (a, mut ae) = start(Tokio, |b| b.listen("tcp://127.0.0.1:0")).await;
+    let seed = a.local_addrs()[0].to_string();
+    let (b, _be) = start(Smol, |x| x.seed(seed.clone())).await;
+    let (c, mut ce) = start(Tokio, |x| x.seed(seed.clone())).await;
+    let (a_id, b_id, c_id) = (a.node_id(), b.node_id(), c.node_id());
+    // c learns of b through membership (no link between them needed).
+    expect(&mut ce, "member b up", |e| {
+        matches!(e, MeshEvent::MemberUp { node, .. } if *node == b_id).then_some(())
+    })
+    .await;
+    let mut members: Vec<NodeId> = c.members().await.unwrap().iter().map(|m| m.node).collect();
+    members.sort();
+    let mut all = vec![a_id, b_id, c_id];
+    all.sort();
+    assert_eq!(members, all);
+
+    b.advertise("db", Bytes::from_static(b"port=5432"))
+        .await
+        .unwrap();
+    b.register_process(42, "worker", Bytes::new())
+        .await
+        .unwrap();
+    let up = expect(&mut ce, "service up", |e| match e {
+        MeshEvent::ServiceUp { node, name } => Some((*node, name.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!(up, (b_id, "db".to_string()));
+    assert_eq!(c.resolve("db").await.unwrap(), b_id);
+    let services = c.services().await.unwrap();
+    assert!(services
+        .iter()
+        .any(|s| s.node == b_id && s.name == "db" && s.metadata == b"port=5432"[..]));
+    let have_process = timeout(WAIT, async {
+        loop {
+            let ps = c.processes().await.unwrap();
+            if ps
+                .iter()
+                .any(|p| p.node == b_id && p.pid == 42 && p.name == "worker")
+            {
+                return;
+            }
+            async_io::Timer::after(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(have_process.is_ok(), "the process reached c");
+    // Nobody provides "cache": asked, not found (and typed).
+    assert_eq!(
+        c.resolve("cache").await,
+        Err(MeshError::NotFound("cache".into()))
+    );
+    assert!(matches!(
+        c.advertise("", Bytes::new()).await,
+        Err(MeshError::Registry(_))
+    ));
+
+    // b leaves gracefully: a sees it left and its service gone.
+    b.shutdown().await;
+    expect(&mut ae, "member b left", |e| {
+        matches!(e, MeshEvent::MemberLeft { node } if *node == b_id).then_some(())
+    })
+    .await;
+    expect(&mut ae, "service down", |e| {
+        matches!(e, MeshEvent::ServiceDown { node, name } if *node == b_id && name == "db")
+            .then_some(())
+    })
+    .await;
+    c.shutdown().await;
+    a.shutdown().await;
+}

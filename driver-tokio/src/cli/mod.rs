@@ -56,6 +56,9 @@ enum Command {
         /// Answer every request with its own data.
         #[arg(long)]
         echo: bool,
+        /// Advertise a service this node provides (repeatable): every member learns it.
+        #[arg(long = "service")]
+        service: Vec<String>,
         #[command(flatten)]
         cluster: ClusterArgs,
         /// One JSON object per line on stdout instead of human-readable lines.
@@ -174,6 +177,7 @@ async fn run(command: Command) -> Result<(), String> {
             advertise,
             target_peers,
             echo,
+            service,
             cluster,
             json,
         } => {
@@ -184,6 +188,7 @@ async fn run(command: Command) -> Result<(), String> {
                 advertise,
                 target_peers,
                 echo,
+                services: service,
             };
             node(args, cluster, json).await
         }
@@ -219,6 +224,7 @@ struct NodeArgs {
     advertise: Vec<String>,
     target_peers: usize,
     echo: bool,
+    services: Vec<String>,
 }
 
 async fn node(args: NodeArgs, cluster: ClusterArgs, json: bool) -> Result<(), String> {
@@ -242,6 +248,11 @@ async fn node(args: NodeArgs, cluster: ClusterArgs, json: bool) -> Result<(), St
     out.started(mesh.node_id(), created.then_some(args.identity.as_path()));
     for addr in mesh.local_addrs() {
         out.listening(addr);
+    }
+    for name in &args.services {
+        mesh.advertise(name.as_str(), Bytes::new())
+            .await
+            .map_err(|e| format!("service {name:?}: {e}"))?;
     }
     let mut stop = std::pin::pin!(shutdown_signal());
     loop {

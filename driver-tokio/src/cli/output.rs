@@ -85,6 +85,16 @@ impl Output {
                 json!({"event": "rejected", "addr": addr, "reason": reason.name()}),
                 format!("rejected   {} ({reason})", addr.as_deref().unwrap_or("?")),
             ),
+            MeshEvent::MemberUp { node, addrs } => (
+                json!({"event": "member_up", "node": node.to_string(), "addrs": addrs}),
+                format!("member up  {} {}", node.short(), addrs.join(" ")),
+            ),
+            MeshEvent::MemberSuspect { node } => member("suspect", node, "suspected"),
+            MeshEvent::MemberAlive { node } => member("alive", node, "alive again"),
+            MeshEvent::MemberDown { node } => member("down", node, "declared failed"),
+            MeshEvent::MemberLeft { node } => member("left", node, "left"),
+            MeshEvent::ServiceUp { node, name } => service("up", node, name),
+            MeshEvent::ServiceDown { node, name } => service("down", node, name),
             other => (
                 json!({"event": "other", "debug": format!("{other:?}")}),
                 format!("{other:?}"),
@@ -123,6 +133,22 @@ fn delivery(
         to_target(target)
     );
     (value, human)
+}
+
+/// A membership change: `member_<what>`.
+fn member(what: &str, node: &NodeId, text: &str) -> (Value, String) {
+    (
+        json!({"event": format!("member_{what}"), "node": node.to_string()}),
+        format!("member     {} {text}", node.short()),
+    )
+}
+
+/// A service appearing or going: `service_<what>`.
+fn service(what: &str, node: &NodeId, name: &str) -> (Value, String) {
+    (
+        json!({"event": format!("service_{what}"), "node": node.to_string(), "name": name}),
+        format!("service    {name:?} {what} at {}", node.short()),
+    )
 }
 
 /// How a message came, for the human-readable lines.
