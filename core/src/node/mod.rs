@@ -119,7 +119,9 @@ pub struct NodeConfig {
     /// Nodes refused at the handshake and at join.
     pub banned: Vec<NodeId>,
     /// SWIM failure detection with Lifeguard over the mesh (LAN preset); `None` turns
-    /// membership off (no member events, no heartbeat traffic of its own).
+    /// membership off (no member events, no heartbeat traffic of its own). Every node of
+    /// a cluster should agree: a node with it off never answers probes, so members
+    /// with it on declare that node down and drop its registry entries.
     pub membership: Option<SwimConfig>,
     /// Bounds of the service registry and the process table (each).
     pub registry: RegistryConfig,

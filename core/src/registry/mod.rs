@@ -3,11 +3,16 @@
 //! the origin writes and every node replicates.
 //!
 //! * Writes: [`OriginMap::insert`] / [`OriginMap::remove`] on our own origin.
-//! * Push: [`OriginMap::delta_since`] within a byte budget (piggybacked on SWIM).
-//! * Anti-entropy: send [`OriginMap::digest`] as a [`Gossip::Digest`] to a random member
-//!   every period; [`OriginMap::handle`] answers digests, wants and deltas.
-//! * Failure: [`OriginMap::remove_origin`] when SWIM declares a member down.
-//! * [`SyncDigest`] (frame 0x0A) summarises both registries after connecting.
+//! * Push: [`OriginMap::delta_since`] within a byte budget; the node sends it to every
+//!   peer, and peers that learn something forward it (see `node/registry.rs`).
+//! * Anti-entropy: a [`SyncDigest`] (frame 0x0A) summarising both registries, after a
+//!   link comes up and to a random peer every period; [`OriginMap::answer_summary`] and
+//!   [`OriginMap::handle`] answer with digests, wants and deltas.
+//! * Failure: [`OriginMap::remove_origin`] when SWIM declares a member down,
+//!   [`OriginMap::readmit`] if it comes back.
+//!
+//! Entries are not signed by their origin: a member trusts its authenticated neighbours
+//! to pass on what origins wrote (as it trusts them to relay honestly).
 //!
 //! See [`OriginMap`] for an example.
 
