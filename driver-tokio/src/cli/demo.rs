@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use weft_mesh::membership::SwimConfig;
 use weft_mesh::NodeId;
 use weft_mesh_tokio::{Events, Mesh, MeshEvent, Target};
 
@@ -167,6 +168,7 @@ pub async fn run(n: usize) -> Result<(), String> {
         node.mesh.shutdown().await;
     }
     relay().await?;
+    membership().await?;
     println!("\nAll nodes stopped.");
     Ok(())
 }
@@ -300,6 +302,181 @@ async fn relay() -> Result<(), String> {
         mesh.shutdown().await;
     }
     Ok(())
+}
+
+/// The demo's failure detector: SWIM with Lifeguard, probing every 200 ms (the LAN
+/// preset probes every second) so that the demo does not keep you waiting.
+fn quick_swim() -> SwimConfig {
+    SwimConfig {
+        probe_interval: Duration::from_millis(200),
+        probe_timeout: Duration::from_millis(100),
+        ..SwimConfig::lan()
+    }
+}
+
+/// A cluster of four: services spread to every member and resolve to their provider;
+/// then one member crashes (its runtime is dropped: no goodbye) and the others detect it.
+async fn membership() -> Result<(), String> {
+    println!("\nMembership: four nodes, p0 .. p3, all joined through p0; failure detection is");
+    println!("SWIM with Lifeguard, here probing every 200 ms:");
+    let builder = || Mesh::builder().configure(|c| c.membership = Some(quick_swim()));
+    let mut p0b = builder().listen("tcp://127.0.0.1:0");
+    let mut p0_events = p0b.subscribe();
+    let p0 = p0b.start().await.map_err(|e| e.to_string())?;
+    let seed = p0.local_addrs()[0].to_string();
+    let mut p1b = builder().seed(seed.clone());
+    let p1_events = p1b.subscribe();
+    let p1 = p1b.start().await.map_err(|e| e.to_string())?;
+    let mut p3b = builder().seed(seed.clone());
+    let mut p3_events = p3b.subscribe();
+    let p3 = p3b.start().await.map_err(|e| e.to_string())?;
+
+    // p2 runs on a runtime of its own, so that dropping it kills p2 like a crash.
+    let (p2_id, crash) = {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (kill, killed) = tokio::sync::oneshot::channel::<()>();
+        let seed = seed.clone();
+        std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Runtime::new() else {
+                return;
+            };
+            rt.block_on(async move {
+                let started = builder().seed(seed).start().await;
+                let Ok(p2) = started else { return };
+                let _ = tx.send(p2.node_id());
+                let _ = killed.await;
+                std::mem::forget(p2); // no shutdown, no leave
+            });
+            rt.shutdown_background(); // sockets close with the tasks
+        });
+        let id = rx
+            .recv_timeout(WAIT)
+            .map_err(|_| "p2 did not start".to_owned())?;
+        (id, kill)
+    };
+    let ids = [p0.node_id(), p1.node_id(), p2_id, p3.node_id()];
+    let name = move |id: &NodeId| {
+        ids.iter()
+            .position(|n| n == id)
+            .map_or_else(|| id.short().to_string(), |i| format!("p{i}"))
+    };
+    let started = Instant::now();
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 3 {
+        let node = until(&mut p3_events, |e| match e {
+            MeshEvent::MemberUp { node, .. } => Some(*node),
+            _ => None,
+        })
+        .await?;
+        seen.insert(node);
+    }
+    println!(
+        "  p3 knows every member {} after it started (p3 is linked to p0 only; members it",
+        ms(started.elapsed())
+    );
+    println!("  has no link to are probed through the mesh)");
+
+    p1.advertise("kv", Bytes::from_static(b"version=1"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let (node, service) = until(&mut p3_events, |e| match e {
+        MeshEvent::ServiceUp { node, name } => Some((*node, name.clone())),
+        _ => None,
+    })
+    .await?;
+    println!(
+        "  p1 advertises service {service:?}: p3 learns it is at {} {} later (gossip)",
+        name(&node),
+        ms(t.elapsed())
+    );
+    let provider = p3.resolve("kv").await.map_err(|e| e.to_string())?;
+    let answering = tokio::spawn(answer_kv(p1_events));
+    let reply = p3
+        .request(
+            provider,
+            Target::Service("kv".into()),
+            Bytes::from_static(b"get greeting"),
+            WAIT,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "  p3 resolves \"kv\" to {} and asks it: {:?}",
+        name(&provider),
+        String::from_utf8_lossy(&reply)
+    );
+    match p3.resolve("nonexistent").await {
+        Err(e) => println!("  p3 resolves \"nonexistent\": {e} (asked its peers; cached for 30 s)"),
+        Ok(n) => return Err(format!("nonexistent resolved to {}", name(&n))),
+    }
+
+    let _ = crash.send(());
+    let t = Instant::now();
+    let mut suspected = None;
+    let down = until(&mut p0_events, |e| match e {
+        MeshEvent::MemberSuspect { node } if *node == p2_id => {
+            suspected.get_or_insert(t.elapsed());
+            None
+        }
+        MeshEvent::MemberDown { node } if *node == p2_id => Some(t.elapsed()),
+        _ => None,
+    })
+    .await?;
+    println!("  p2 crashes (no goodbye):");
+    if let Some(s) = suspected {
+        println!(
+            "    p0 suspects p2 after {} (missed probes, then indirect probes through others)",
+            ms(s)
+        );
+    }
+    println!(
+        "    p0 declares p2 failed after {} (the suspicion was not refuted)",
+        ms(down)
+    );
+    let members = p3.members().await.map_err(|e| e.to_string())?;
+    let states: Vec<String> = members
+        .iter()
+        .map(|m| format!("{} {:?}", name(&m.node), m.state))
+        .collect();
+    println!("    p3's view now: {}", states.join(", "));
+    p1.shutdown().await;
+    let left = until(&mut p0_events, |e| match e {
+        MeshEvent::MemberLeft { node } => Some(*node),
+        _ => None,
+    })
+    .await?;
+    let gone = until(&mut p0_events, |e| match e {
+        MeshEvent::ServiceDown { name, .. } => Some(name.clone()),
+        _ => None,
+    })
+    .await?;
+    println!(
+        "  {} shuts down: p0 sees it leave (not fail), and its service {gone:?} goes with it",
+        name(&left)
+    );
+    answering.abort();
+    p3.shutdown().await;
+    p0.shutdown().await;
+    Ok(())
+}
+
+/// p1's application: answer requests to its "kv" service.
+async fn answer_kv(mut events: Events) {
+    while let Some(e) = events.next().await {
+        if let MeshEvent::Request {
+            target: Target::Service(s),
+            responder,
+            ..
+        } = e
+        {
+            if s == "kv" {
+                let _ = responder
+                    .respond(Bytes::from_static(b"greeting = hello"))
+                    .await;
+            }
+        }
+    }
 }
 
 fn name_of(nodes: &[DemoNode], id: NodeId) -> String {
