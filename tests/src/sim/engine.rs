@@ -38,6 +38,8 @@ pub(crate) enum Ev {
     Resume { node: NodeIdx, incarnation: u32 },
     /// Draw the random faults.
     FaultTick,
+    /// An input that happened at `at`, handled late by an overloaded node.
+    Late { ev: Box<Ev>, at: Instant },
 }
 
 impl Sim {
@@ -88,6 +90,7 @@ impl Sim {
             Ev::ConnectArrive { wire } => end(wire, ACCEPTOR),
             Ev::Connected { wire } | Ev::DialFailed { wire, .. } => end(wire, DIALER),
             Ev::Arrive { wire, side } | Ev::Notify { wire, side } => end(wire, *side),
+            Ev::Late { ev, .. } => self.target(ev),
             Ev::TxDone { .. } | Ev::Resume { .. } | Ev::FaultTick => None,
         }
     }
@@ -98,7 +101,27 @@ impl Sim {
                 self.sched.push(until, ev);
                 return;
             }
+            let input = !matches!(ev, Ev::Timer { .. } | Ev::Late { .. });
+            if input {
+                if let Some(at) = self.lag_input(n) {
+                    let now = self.now;
+                    self.sched.push(
+                        at,
+                        Ev::Late {
+                            ev: Box::new(ev),
+                            at: now,
+                        },
+                    );
+                    return;
+                }
+            }
         }
+        self.handle(ev, self.now);
+    }
+
+    /// Carry out `ev`, an input that happened at `at` (earlier than now if it waited
+    /// for an overloaded node).
+    fn handle(&mut self, ev: Ev, at: Instant) {
         match ev {
             Ev::Timer {
                 node,
@@ -109,10 +132,11 @@ impl Sim {
             Ev::Connected { wire } => self.on_connected(wire),
             Ev::DialFailed { wire, why } => self.on_dial_failed(wire, why),
             Ev::TxDone { wire, side } => self.on_tx_done(wire, side),
-            Ev::Arrive { wire, side } => self.on_arrive(wire, side),
+            Ev::Arrive { wire, side } => self.on_arrive(wire, side, at),
             Ev::Notify { wire, side } => self.on_notify(wire, side),
             Ev::Resume { node, incarnation } => self.on_resume(node, incarnation),
             Ev::FaultTick => self.on_fault_tick(),
+            Ev::Late { ev, at } => self.handle(*ev, at),
         }
     }
 
@@ -133,6 +157,12 @@ impl Sim {
             }
         }
         self.drain_events(n);
+        let host = &self.hosts[n.0];
+        if host.stopping && host.node.as_ref().is_some_and(|x| x.is_idle()) {
+            self.log(format!("{n} stopped"));
+            self.crash_host(n);
+            return;
+        }
         self.rearm(n);
     }
 

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use weft_mesh::node::Node;
+use weft_mesh::Instant;
 
 use super::engine::Ev;
 use super::network::WireId;
@@ -172,6 +173,31 @@ impl Sim {
         self.hosts[a.0].paused(self.now)
     }
 
+    /// Overload `a` from now on: it handles every input (bytes, accepts, connection
+    /// events) a random `min..=max` after it arrives, in arrival order, while its
+    /// timers still fire on time and what it sends leaves at once: a machine whose
+    /// event loop is far behind. It survives restarts; [`Sim::relieve`] ends it.
+    pub fn overload(&mut self, a: NodeIdx, min: Duration, max: Duration) {
+        self.log(format!(
+            "fault overload {a} lag={}..={} us",
+            min.as_micros(),
+            max.as_micros()
+        ));
+        self.hosts[a.0].lag = Some((min, max.max(min)));
+    }
+
+    /// End [`Sim::overload`]: inputs from now on are handled as they arrive (after the
+    /// late ones still waiting, so nothing is reordered).
+    pub fn relieve(&mut self, a: NodeIdx) {
+        self.log(format!("fault relieve {a}"));
+        self.hosts[a.0].lag = None;
+    }
+
+    /// Whether `a` is overloaded.
+    pub fn is_overloaded(&self, a: NodeIdx) -> bool {
+        self.hosts[a.0].lag.is_some()
+    }
+
     /// Reset every connection of `a`: `a` sees each closed at once, the peer one
     /// latency later.
     pub fn reset_connections_of(&mut self, a: NodeIdx) {
@@ -234,6 +260,7 @@ impl Sim {
         host.incarnation += 1;
         host.armed = None;
         host.paused_until = None;
+        host.stopping = false;
         host.ready.clear();
         let ends = std::mem::take(&mut host.conns);
         for (w, side) in ends.into_values() {
@@ -262,6 +289,22 @@ impl Sim {
             }
             self.gc(w);
         }
+    }
+
+    /// When an input for `n` that arrives now is handled, if not now: after its lag
+    /// if overloaded, and never before the late inputs already waiting.
+    pub(crate) fn lag_input(&mut self, n: NodeIdx) -> Option<Instant> {
+        let now = self.now;
+        let (lag, waiting) = (self.hosts[n.0].lag, self.hosts[n.0].lagged_until);
+        if lag.is_none() && waiting.is_none_or(|t| t < now) {
+            return None;
+        }
+        let delay = lag.map_or(Duration::ZERO, |(min, max)| {
+            min + up_to(&mut self.fault_rng, max - min)
+        });
+        let at = waiting.map_or(now + delay, |t| t.max(now + delay));
+        self.hosts[n.0].lagged_until = Some(at);
+        Some(at)
     }
 
     pub(crate) fn schedule_fault_tick(&mut self) {
@@ -304,6 +347,78 @@ impl Sim {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sim::SimConfig;
+    use weft_mesh::node::NodeEvent;
+    use weft_mesh::CloseReason;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn linked_pair() -> (Sim, NodeIdx, NodeIdx) {
+        let mut sim = Sim::new(9, SimConfig::default());
+        let mut config = sim.classical_config();
+        config.membership = None;
+        let (a, b) = (sim.add_node(config.clone()), sim.add_node(config));
+        sim.seed(a, b);
+        let up = sim.run_until(5 * SEC, |s| s.connected(a, b) && s.connected(b, a));
+        assert!(up.is_some());
+        (sim, a, b)
+    }
+
+    /// When `b` reported each one-byte message from `a`, with its payload.
+    fn arrivals(sim: &Sim, b: NodeIdx) -> Vec<(Instant, u8)> {
+        sim.events(b)
+            .iter()
+            .filter_map(|r| match &r.event {
+                NodeEvent::Message { payload, .. } if payload.len() == 1 => {
+                    Some((r.at, payload[0]))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_overloaded_node_handles_its_inputs_late_and_in_order() {
+        let (mut sim, a, b) = linked_pair();
+        sim.overload(b, SEC, 2 * SEC);
+        assert!(sim.is_overloaded(b));
+        let mut sent = Vec::new();
+        for i in 0..20u8 {
+            sent.push(sim.now());
+            sim.send(a, b, &[i]).unwrap();
+            sim.run_for(SEC / 20);
+        }
+        sim.run_for(5 * SEC);
+        let got = arrivals(&sim, b);
+        let order: Vec<u8> = got.iter().map(|(_, i)| *i).collect();
+        assert_eq!(order, (0..20).collect::<Vec<_>>());
+        for ((at, i), sent) in got.iter().zip(&sent) {
+            let late = *at - *sent;
+            // The lag, plus the one-way latency (at most 7 ms here).
+            assert!(late >= SEC && late <= 2 * SEC + SEC / 100, "{i}: {late:?}");
+        }
+
+        sim.relieve(b);
+        assert!(!sim.is_overloaded(b));
+        sim.run_for(3 * SEC); // the last late inputs drain
+        let sent = sim.now();
+        sim.send(a, b, &[99]).unwrap();
+        sim.run_for(SEC);
+        let (at, _) = *arrivals(&sim, b).last().unwrap();
+        assert!(at - sent < SEC / 10, "on time again");
+    }
+
+    #[test]
+    fn shutdown_tells_the_peer_and_stops_the_node() {
+        let (mut sim, a, b) = linked_pair();
+        sim.shutdown(b);
+        sim.run_for(5 * SEC);
+        assert!(!sim.is_up(b), "stopped once its link closed");
+        assert_eq!(sim.peer_downs(a, b), [CloseReason::Normal]);
+        sim.restart(b);
+        let back = sim.run_until(5 * SEC, |s| s.connected(a, b));
+        assert!(back.is_some(), "the seed link comes back after a restart");
+    }
 
     #[test]
     fn groups_and_the_rest() {

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use weft_mesh::node::{ConnId, Node, NodeConfig, NodeEvent};
 use weft_mesh::{Identity, Instant, Rng};
@@ -40,6 +41,13 @@ pub(crate) struct Host {
     pub armed: Option<Instant>,
     /// Processing nothing until this instant.
     pub paused_until: Option<Instant>,
+    /// Overloaded: each input is handled this long (uniform in `min..=max`) after it
+    /// arrives ([`Sim::overload`](super::Sim::overload)).
+    pub lag: Option<(Duration, Duration)>,
+    /// When the last late input is handled (later inputs wait behind it).
+    pub lagged_until: Option<Instant>,
+    /// Shutting down in order: dropped once its last connection is gone.
+    pub stopping: bool,
     /// Every event the node reported, across lives.
     pub events: Vec<Recorded>,
 }
@@ -58,6 +66,9 @@ impl Host {
             ready: BTreeSet::new(),
             armed: None,
             paused_until: None,
+            lag: None,
+            lagged_until: None,
+            stopping: false,
             events: Vec::new(),
         }
     }

@@ -27,7 +27,8 @@
 //!   [`Sim::stall`]; [`Sim::partition`] / [`Sim::heal`]; [`Sim::crash`] (bytes in flight
 //!   from the node are lost; reachable peers see a reset one latency later, others
 //!   when their bytes get through or by idle timeout) and [`Sim::restart`];
-//!   [`Sim::pause`] (events for the node wait until it resumes, in order).
+//!   [`Sim::pause`] (events for the node wait until it resumes, in order);
+//!   [`Sim::overload`] (the node handles each input late, its timers on time).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -289,6 +290,21 @@ impl Sim {
         self.step(a);
     }
 
+    /// Shut `a` down in order ([`Node::shutdown`]): it leaves the membership, closes
+    /// every link with `Normal` and, once its last connection is gone, stops (its node
+    /// is dropped as by a crash, but its peers were told). [`Sim::restart`] starts it
+    /// again.
+    pub fn shutdown(&mut self, a: NodeIdx) {
+        self.log(format!("{a} shutdown"));
+        let now = self.now;
+        let host = &mut self.hosts[a.0];
+        if let Some(node) = &mut host.node {
+            node.shutdown(now);
+            host.stopping = true;
+        }
+        self.step(a);
+    }
+
     /// Send `data` from `a` to `b`, directly or relayed (the outcome arrives later as
     /// `Delivered` or `SendFailed` at `a`). A crashed `a` refuses with
     /// [`SimSendError::Down`]; a paused `a` queues it, and nothing leaves until it resumes.
@@ -386,7 +402,7 @@ impl Sim {
         self.hosts[a.0].node.is_some()
     }
 
-    /// How many times `a` was crashed (its current incarnation).
+    /// How many times `a` was crashed or stopped (its current incarnation).
     pub fn incarnation(&self, a: NodeIdx) -> u32 {
         self.hosts[a.0].incarnation
     }

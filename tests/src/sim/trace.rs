@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
+use weft_mesh::membership::MemberEvent;
 use weft_mesh::node::{Direction, NodeEvent, SendFailure};
 use weft_mesh::{Instant, NodeId};
 
@@ -140,6 +141,17 @@ pub(crate) fn describe(event: &NodeEvent, name: impl Fn(&NodeId) -> String) -> S
             };
             format!("send_failed to={} id={} {why}", name(to), id.0)
         }
+        NodeEvent::Member(e) => match e {
+            MemberEvent::Up { node, addrs } => {
+                format!("member_up {} addrs={}", name(node), addrs.join(","))
+            }
+            MemberEvent::Suspect { node, incarnation } => {
+                format!("member_suspect {} inc={incarnation}", name(node))
+            }
+            MemberEvent::Alive { node } => format!("member_alive {}", name(node)),
+            MemberEvent::Down { node } => format!("member_down {}", name(node)),
+            MemberEvent::Left { node } => format!("member_left {}", name(node)),
+        },
         other => format!("{other:?}"),
     }
 }

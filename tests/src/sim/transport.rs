@@ -224,7 +224,9 @@ impl Sim {
         }
     }
 
-    pub(crate) fn on_arrive(&mut self, w: WireId, side: Side) {
+    /// Pieces reach `side`: hand its node every byte that had arrived by `upto` (now,
+    /// or earlier for an overloaded node that handles its inputs late).
+    pub(crate) fn on_arrive(&mut self, w: WireId, side: Side, upto: Instant) {
         let Some(wire) = self.wires.get(&w) else {
             return;
         };
@@ -237,7 +239,7 @@ impl Sim {
         let pipe = &mut wire.ends[from].out;
         let mut data = Vec::new();
         let mut fin = false;
-        while pipe.in_flight.front().is_some_and(|(at, _)| *at <= now) {
+        while pipe.in_flight.front().is_some_and(|(at, _)| *at <= upto) {
             match pipe.in_flight.pop_front() {
                 Some((_, Piece::Data(d))) => data.extend_from_slice(&d),
                 Some((_, Piece::Fin)) => {
