@@ -350,6 +350,19 @@ impl Sim {
         result
     }
 
+    /// Have `a` advertise service `name` (gossiped to every member). False if `a` is
+    /// down or the name is invalid.
+    pub fn advertise(&mut self, a: NodeIdx, name: &str) -> bool {
+        let now = self.now;
+        let done = match &mut self.hosts[a.0].node {
+            Some(node) => node.advertise(now, name, b"").is_ok(),
+            None => false,
+        };
+        self.log(format!("{a} advertise {name} ok={done}"));
+        self.step(a);
+        done
+    }
+
     /// Run for `d` of virtual time.
     pub fn run_for(&mut self, d: Duration) {
         let deadline = self.now + d;
