@@ -44,22 +44,27 @@ pub struct LinkConfig {
     /// Close an established link after this long without receiving a record.
     pub idle_timeout: Option<Duration>,
     /// Send an empty Heartbeat after this long without sending anything, so the
-    /// peer's idle timer does not fire on a quiet but healthy link.
+    /// peer's idle and stall timers do not fire on a quiet but healthy link.
     pub keepalive: Option<Duration>,
+    /// Report [`LinkEvent::Stalled`] after this long without receiving a record (the
+    /// link stays open; [`LinkEvent::Resumed`] follows the next record). Must exceed
+    /// the peer's keepalive; PROTOCOL.md §13.2 sets 1 s keepalives for every peer.
+    pub stall_after: Option<Duration>,
     /// How long a closing link may take to hand its Close record to the socket.
     pub close_timeout: Duration,
 }
 
 impl LinkConfig {
     /// Defaults for the cluster with this genesis hash: 10 s handshake timeout,
-    /// 30 s idle timeout, 10 s keepalive, PQ `Prefer`.
+    /// 30 s idle timeout, 1 s keepalive, stalled after 3 s of silence, PQ `Prefer`.
     pub fn new(genesis: [u8; 32]) -> Self {
         LinkConfig {
             handshake: HandshakeConfig::new(genesis),
             record: RecordConfig::default(),
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(30)),
-            keepalive: Some(Duration::from_secs(10)),
+            keepalive: Some(Duration::from_secs(1)),
+            stall_after: Some(Duration::from_secs(3)),
             close_timeout: Duration::from_secs(2),
         }
     }
@@ -80,6 +85,11 @@ pub enum LinkEvent {
     },
     /// The send queue, once full, has room again.
     SendReady,
+    /// Nothing arrived for [`LinkConfig::stall_after`]: the path may be stuck. The
+    /// link stays open (it closes at the idle timeout); traffic is better sent around it.
+    Stalled,
+    /// A record arrived on a link that was [`LinkEvent::Stalled`].
+    Resumed,
     /// The link closed. Emitted once; afterwards the link only flushes its Close record.
     Closed {
         /// Why.
@@ -158,6 +168,8 @@ pub struct Link {
     now: Instant,
     last_recv: Instant,
     last_send: Instant,
+    /// [`LinkEvent::Stalled`] was reported and no record has arrived since.
+    stalled: bool,
     close_deadline: Option<Instant>,
     send_blocked: bool,
     close_reported: bool,
@@ -216,6 +228,7 @@ impl Link {
             now,
             last_recv: now,
             last_send: now,
+            stalled: false,
             close_deadline: None,
             send_blocked: false,
             close_reported: false,
@@ -237,6 +250,12 @@ impl Link {
     /// Whether the handshake finished and the link is open for frames.
     pub fn is_established(&self) -> bool {
         matches!(self.state, State::Established(_)) && self.unconfirmed.is_none()
+    }
+
+    /// Whether the link is [`LinkEvent::Stalled`]: nothing has arrived for
+    /// [`LinkConfig::stall_after`].
+    pub fn is_stalled(&self) -> bool {
+        self.stalled
     }
 
     /// Whether the link is closed and has nothing left to send: close the socket.
@@ -323,6 +342,10 @@ impl Link {
         while let Some(body) = self.next_body() {
             // Only whole messages count as life: a peer trickling bytes stays idle.
             self.last_recv = now;
+            if self.stalled {
+                self.stalled = false;
+                self.events.push_back(LinkEvent::Resumed);
+            }
             if let Err(reason) = self.handle_body(now, body) {
                 self.fail(reason);
             }
@@ -574,9 +597,14 @@ impl Link {
                     .as_ref()
                     .map(|_| self.started + self.config.handshake_timeout),
                 self.config.idle_timeout.map(|d| self.last_recv + d),
+                // An IK responder's peer is not confirmed yet: nothing to keep alive.
+                self.config
+                    .stall_after
+                    .filter(|_| !self.stalled && self.unconfirmed.is_none())
+                    .map(|d| self.last_recv + d),
                 self.config
                     .keepalive
-                    .filter(|_| s.queued_bytes() == 0)
+                    .filter(|_| s.queued_bytes() == 0 && self.unconfirmed.is_none())
                     .map(|d| self.last_send + d),
                 Some(s.rekey_deadline()).filter(|d| *d > self.now),
             ]
@@ -601,13 +629,23 @@ impl Link {
             .config
             .keepalive
             .is_some_and(|d| now >= self.last_send + d);
+        let silent = self
+            .config
+            .stall_after
+            .is_some_and(|d| now >= self.last_recv + d);
+        if silent && !idle && !self.stalled && self.is_established() {
+            self.stalled = true;
+            self.events.push_back(LinkEvent::Stalled);
+        }
         match &mut self.state {
             State::Handshaking(_) if handshake_over => self.fail(CloseReason::HandshakeTimeout),
             State::Established(_) if handshake_over && self.unconfirmed.is_some() => {
                 self.fail(CloseReason::HandshakeTimeout);
             }
             State::Established(_) if idle => self.fail(CloseReason::IdleTimeout),
-            State::Established(session) if quiet && session.queued_bytes() == 0 => {
+            State::Established(session)
+                if quiet && session.queued_bytes() == 0 && self.unconfirmed.is_none() =>
+            {
                 session.queue().push(FrameType::Heartbeat, Bytes::new());
             }
             State::Closing(_) if self.close_deadline.is_some_and(|d| now >= d) => {

@@ -290,6 +290,43 @@ fn keepalives_hold_an_idle_link_open_and_silence_closes_it() {
 }
 
 #[test]
+fn a_silent_link_is_reported_stalled_and_resumed_by_the_next_record() {
+    let mut p = Pair::default_pair(Remote::Any);
+    p.run();
+    for _ in 0..10 {
+        p.advance(Duration::from_secs(1));
+    }
+    let stalls = |events: &[LinkEvent]| {
+        events
+            .iter()
+            .filter(|e| matches!(e, LinkEvent::Stalled | LinkEvent::Resumed))
+            .count()
+    };
+    assert_eq!(
+        stalls(&p.a_events) + stalls(&p.b_events),
+        0,
+        "keepalives flow"
+    );
+    // b goes quiet (its timers do not run): a reports the stall once, stays open.
+    let stall_after = LinkConfig::new([0; 32]).stall_after.unwrap();
+    p.now = p.now + stall_after + Duration::from_millis(1);
+    p.a.handle_timeout(p.now);
+    p.a.handle_timeout(p.now);
+    p.run();
+    assert!(p.a.is_stalled() && p.established());
+    assert_eq!(p.a_events.last(), Some(&LinkEvent::Stalled));
+    assert_eq!(stalls(&p.a_events), 1);
+    assert!(!p.b.is_stalled(), "a's keepalive reached b");
+    // The next record from b ends it.
+    p.b.send(FrameType::Message, Bytes::from_static(b"hi"))
+        .unwrap();
+    p.run();
+    assert!(!p.a.is_stalled());
+    assert!(p.a_events.contains(&LinkEvent::Resumed));
+    assert_eq!(Pair::frames(&p.a_events).len(), 1);
+}
+
+#[test]
 fn orderly_close_is_delivered_and_drains() {
     let mut p = Pair::default_pair(Remote::Any);
     p.run();

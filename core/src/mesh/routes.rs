@@ -6,8 +6,13 @@
 //! advertises a route back to the neighbour it goes through. Distances stop at
 //! [`UNREACHABLE`], which bounds counting to infinity; envelopes themselves stop at
 //! [`super::MAX_HOPS`] links.
+//!
+//! A neighbour whose link is stalled (nothing received for a while, see
+//! [`crate::link::LinkEvent::Stalled`]) is a last resort: a route through it is used
+//! only when no other neighbour offers one, and is never advertised, so the rest of
+//! the mesh routes around the stall within one triggered update.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
 use crate::NodeId;
@@ -30,6 +35,8 @@ pub(crate) struct Routes {
     max_routes: usize,
     /// What each neighbour advertised last: destination → its distance.
     adverts: BTreeMap<NodeId, BTreeMap<NodeId, u8>>,
+    /// Neighbours whose links are stalled.
+    stalled: BTreeSet<NodeId>,
     best: BTreeMap<NodeId, Route>,
     /// The table changed since it was last advertised.
     pub dirty: bool,
@@ -41,6 +48,7 @@ impl Routes {
             me,
             max_routes,
             adverts: BTreeMap::new(),
+            stalled: BTreeSet::new(),
             best: BTreeMap::new(),
             dirty: false,
         }
@@ -52,9 +60,29 @@ impl Routes {
     }
 
     pub(crate) fn neighbour_down(&mut self, n: &NodeId) {
+        self.stalled.remove(n);
         if self.adverts.remove(n).is_some() {
             let _ = self.recompute();
         }
+    }
+
+    /// Mark neighbour `n`'s link stalled or flowing again. Returns whether any best
+    /// route changed.
+    pub(crate) fn set_stalled(&mut self, n: NodeId, stalled: bool) -> bool {
+        let changed = if stalled {
+            self.adverts.contains_key(&n) && self.stalled.insert(n)
+        } else {
+            self.stalled.remove(&n)
+        };
+        // Routes through `n` stop (or start) being advertised even when the best
+        // choice stays the same.
+        self.dirty |= changed;
+        changed && self.recompute()
+    }
+
+    /// Whether `n`'s link is stalled.
+    pub(crate) fn is_stalled(&self, n: &NodeId) -> bool {
+        self.stalled.contains(n)
     }
 
     /// Replace `n`'s advertisement (ignored unless `n` is a neighbour). At most
@@ -78,13 +106,14 @@ impl Routes {
         self.recompute()
     }
 
-    /// Rebuild the best routes; true if they changed.
+    /// Rebuild the best routes; true if they changed. Ranked by (through a stalled
+    /// link, hops, next hop).
     fn recompute(&mut self) -> bool {
         let mut best: BTreeMap<NodeId, Route> = BTreeMap::new();
+        let stalled = &self.stalled;
+        let rank = |r: &Route| (stalled.contains(&r.next_hop), r.hops, r.next_hop);
         let mut offer = |dest: NodeId, route: Route| {
-            let better = best
-                .get(&dest)
-                .is_none_or(|b| (route.hops, route.next_hop) < (b.hops, b.next_hop));
+            let better = best.get(&dest).is_none_or(|b| rank(&route) < rank(b));
             if better {
                 best.insert(dest, route);
             }
@@ -111,7 +140,7 @@ impl Routes {
         }
         if best.len() > self.max_routes {
             let mut all: Vec<(NodeId, Route)> = best.into_iter().collect();
-            all.sort_by_key(|(d, r)| (r.hops, *d));
+            all.sort_by_key(|(d, r)| (rank(r), *d));
             all.truncate(self.max_routes);
             best = all.into_iter().collect();
         }
@@ -133,11 +162,17 @@ impl Routes {
         self.best.iter().map(|(d, r)| (*d, *r))
     }
 
-    /// What to advertise to neighbour `to` (split horizon: nothing that goes through it).
+    /// What to advertise to neighbour `to` (split horizon: nothing that goes through
+    /// it; nothing through a stalled link).
     pub(crate) fn advert_for(&self, to: &NodeId) -> Vec<(NodeId, u8)> {
         self.best
             .iter()
-            .filter(|(d, r)| r.next_hop != *to && *d != to && r.hops + 1 < UNREACHABLE)
+            .filter(|(d, r)| {
+                r.next_hop != *to
+                    && *d != to
+                    && r.hops + 1 < UNREACHABLE
+                    && !self.stalled.contains(&r.next_hop)
+            })
             .map(|(d, r)| (*d, r.hops))
             .collect()
     }
@@ -200,6 +235,33 @@ mod tests {
         assert!(r.advert_for(&n(2)).contains(&(n(3), 2)));
         r.advertised(n(1), &[]);
         assert!(r.get(&n(3)).is_none(), "a new advert replaces the old one");
+    }
+
+    #[test]
+    fn a_stalled_neighbour_is_a_last_resort_and_never_advertised() {
+        let mut r = Routes::new(n(0), 100);
+        r.neighbour_up(n(1));
+        r.neighbour_up(n(2));
+        r.advertised(n(1), &[(n(3), 1), (n(4), 1)]);
+        r.advertised(n(2), &[(n(3), 3), (n(1), 1)]);
+        r.dirty = false;
+        assert!(r.set_stalled(n(1), true));
+        assert!(r.dirty && r.is_stalled(&n(1)));
+        // Around the stall, even when longer; to n1 itself through n2.
+        assert_eq!(r.get(&n(3)).unwrap().next_hop, n(2));
+        assert_eq!(r.get(&n(3)).unwrap().hops, 4);
+        assert_eq!(r.get(&n(1)).unwrap().next_hop, n(2));
+        // No other way to n4: through the stall, but not offered to anyone.
+        assert_eq!(r.get(&n(4)).unwrap().next_hop, n(1));
+        assert!(r.advert_for(&n(2)).iter().all(|(d, _)| *d != n(4)));
+        assert!(!r.set_stalled(n(1), true), "already stalled");
+        assert!(r.set_stalled(n(1), false));
+        assert_eq!(r.get(&n(3)).unwrap().next_hop, n(1));
+        assert!(r.advert_for(&n(2)).contains(&(n(4), 2)));
+        r.set_stalled(n(2), true);
+        r.neighbour_down(&n(2));
+        r.neighbour_up(n(2));
+        assert!(!r.is_stalled(&n(2)), "a new link starts flowing");
     }
 
     #[test]

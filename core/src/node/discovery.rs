@@ -96,6 +96,23 @@ impl Node {
         self.routes.neighbour_down(node);
     }
 
+    /// The link on `conn` stalled (or flows again): routes go around it, and what
+    /// was sent over it goes again another way.
+    pub(super) fn link_stalled(&mut self, conn: ConnId, stalled: bool) {
+        let Some(node) = self.links.get(conn).filter(|e| e.up).and_then(|e| e.peer) else {
+            return;
+        };
+        if stalled {
+            self.stats.stalls += 1;
+        }
+        self.routes.set_stalled(node, stalled);
+        if stalled {
+            self.resend_around(conn);
+        } else {
+            self.retry_unrouted();
+        }
+    }
+
     fn send_discovery(&mut self, conn: ConnId, d: &Discovery) {
         if let Some(e) = self.links.get_mut(conn) {
             // A full queue drops it: routes are re-sent periodically, joins re-asked.

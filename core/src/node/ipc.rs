@@ -149,16 +149,25 @@ impl Node {
         id
     }
 
+    /// The link to `dest` while it flows; else the best route, which goes around
+    /// stalled links when it can (and may lead back to the stalled direct link).
     pub(super) fn way_to(&self, dest: &NodeId) -> Way {
-        if let Some(&c) = self.peers.get(dest) {
+        let flowing = |n: &NodeId| !self.routes.is_stalled(n);
+        let direct = self.peers.get(dest).copied();
+        if let Some(c) = direct.filter(|_| flowing(dest)) {
             return Way::Direct(c);
         }
-        match self.routes.get(dest) {
-            Some(r) => match self.peers.get(&r.next_hop) {
-                Some(&c) => Way::Relay(c, r.hops),
-                None => Way::None,
-            },
-            None => Way::None,
+        let relay = self
+            .routes
+            .get(dest)
+            .filter(|r| r.next_hop != *dest)
+            .and_then(|r| Some((*self.peers.get(&r.next_hop)?, r)));
+        match (relay, direct) {
+            // Stalled either way: the direct link.
+            (Some((_, r)), Some(d)) if !flowing(&r.next_hop) => Way::Direct(d),
+            (Some((c, r)), _) => Way::Relay(c, r.hops),
+            (None, Some(d)) => Way::Direct(d),
+            (None, None) => Way::None,
         }
     }
 
@@ -257,6 +266,25 @@ impl Node {
     pub(super) fn retry_unrouted(&mut self) {
         for id in self.outbox.unrouted() {
             let _ = self.transmit(id, false);
+        }
+    }
+
+    /// The link on `conn` stalled: envelopes whose last copy went over it go again
+    /// along another way, if there is one (the destination drops whichever copy comes
+    /// second).
+    pub(super) fn resend_around(&mut self, conn: ConnId) {
+        for id in self.outbox.sent_on(conn) {
+            let to = match self.outbox.get_mut(id) {
+                Some(p) => p.to,
+                None => continue,
+            };
+            let around = match self.way_to(&to) {
+                Way::Direct(c) | Way::Relay(c, _) => c != conn,
+                Way::None => false,
+            };
+            if around {
+                let _ = self.transmit(id, false);
+            }
         }
     }
 

@@ -417,6 +417,9 @@ pub struct NodeStats {
     pub dropped_full: u64,
     /// Registry gossip, sync digests and resolve messages that did not decode (dropped).
     pub malformed_gossip: u64,
+    /// Times a link went silent for `LinkConfig::stall_after` (routes then go around
+    /// it until it speaks again).
+    pub stalls: u64,
 }
 
 /// The node state machine. See the [module docs](self).
@@ -795,6 +798,8 @@ impl Node {
                     frame_type: FrameType::ServiceResolve,
                     payload,
                 } => self.on_resolve(conn, &payload),
+                LinkEvent::Stalled => self.link_stalled(conn, true),
+                LinkEvent::Resumed => self.link_stalled(conn, false),
                 LinkEvent::Frame { .. } | LinkEvent::SendReady => {}
                 LinkEvent::Closed { reason, by_peer } => self.on_closed(conn, reason, by_peer),
             }
