@@ -22,6 +22,8 @@
 //!   cross-node IPC (relaying, receipts, requests, retransmission, dedup): the one
 //!   object a driver steps.
 //! * [`dedup`]: the duplicate filter for delivered and relayed envelopes.
+//! * [`sync`]: replication: a Merkle tree over an application's key/value store with
+//!   proofs, and tree sync that pulls only the differing subtrees.
 //!
 //! The wire format is specified byte by byte in `PROTOCOL.md` at the repository root.
 //!
@@ -69,6 +71,7 @@ pub mod record;
 pub mod registry;
 pub mod resolve;
 mod rng;
+pub mod sync;
 mod time;
 mod wire;
 
