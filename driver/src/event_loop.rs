@@ -36,7 +36,7 @@ use weft_mesh::mesh::Target;
 use weft_mesh::node::{
     Action, ConnId, MessageId, Node, NodeConfig, NodeEvent, NodeStats, PeerSummary, RequestToken,
 };
-use weft_mesh::resolve::{QueryId, Resolution, ResolveError};
+use weft_mesh::resolve::{QueryId, Resolution, ResolveError, Strategy};
 use weft_mesh::{Identity, Instant, NodeId};
 
 use crate::discovery::{self, Discovery};
@@ -108,6 +108,7 @@ pub(crate) enum Command {
     },
     Resolve {
         name: String,
+        strategy: Strategy,
         reply: oneshot::Sender<Result<NodeId, MeshError>>,
     },
     ProviderResult {
@@ -644,7 +645,11 @@ impl<R: Runtime> EventLoop<R> {
                         });
                 let _ = reply.send(processes.collect());
             }
-            Command::Resolve { name, reply } => match self.node.resolve(now, &name) {
+            Command::Resolve {
+                name,
+                strategy,
+                reply,
+            } => match self.node.resolve_with(now, &name, strategy) {
                 Ok(Resolution::Provider(node)) => drop(reply.send(Ok(node))),
                 Ok(Resolution::Ask(query)) => {
                     self.resolving.entry(query).or_default().push((name, reply));

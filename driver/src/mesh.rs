@@ -15,6 +15,7 @@ use weft_mesh::mesh::{Target, MAX_HOPS};
 use weft_mesh::node::{
     NodeConfig, NodeSendError, NodeStats, PeerSummary, RegistryError, RequestToken, SendFailure,
 };
+use weft_mesh::resolve::Strategy;
 use weft_mesh::{CloseReason, Identity, NodeId};
 
 use crate::discovery::Discovery;
@@ -698,8 +699,27 @@ impl<R> Mesh<R> {
     /// asking a few peers ([`MeshError::NotFound`] if nobody knows one; that answer
     /// is cached for 30 s).
     pub async fn resolve(&self, name: impl Into<String>) -> Result<NodeId, MeshError> {
-        let name = name.into();
-        self.ask(|reply| Command::Resolve { name, reply }).await?
+        self.resolve_with(name.into(), Strategy::RoundRobin).await
+    }
+
+    /// [`Mesh::resolve`], but `preferred` whenever it provides `name` and its breaker
+    /// is closed (say, the provider on this machine); round robin otherwise.
+    pub async fn resolve_preferring(
+        &self,
+        name: impl Into<String>,
+        preferred: NodeId,
+    ) -> Result<NodeId, MeshError> {
+        self.resolve_with(name.into(), Strategy::Preferred(preferred))
+            .await
+    }
+
+    async fn resolve_with(&self, name: String, strategy: Strategy) -> Result<NodeId, MeshError> {
+        self.ask(|reply| Command::Resolve {
+            name,
+            strategy,
+            reply,
+        })
+        .await?
     }
 
     /// Report how a call to `provider` went, for the circuit breakers [`Mesh::resolve`]

@@ -782,6 +782,22 @@ async fn members_services_and_processes_across_runtimes() {
     .await;
     assert_eq!(up, (b_id, "db".to_string()));
     assert_eq!(c.resolve("db").await.unwrap(), b_id);
+    // A second provider: round robin alternates, a preference sticks.
+    a.advertise("db", Bytes::new()).await.unwrap();
+    expect(&mut ce, "a's service up", |e| {
+        matches!(e, MeshEvent::ServiceUp { node, .. } if *node == a_id).then_some(())
+    })
+    .await;
+    let (first, second) = (
+        c.resolve("db").await.unwrap(),
+        c.resolve("db").await.unwrap(),
+    );
+    assert_ne!(first, second, "round robin");
+    assert!([a_id, b_id].contains(&first) && [a_id, b_id].contains(&second));
+    for _ in 0..3 {
+        assert_eq!(c.resolve_preferring("db", b_id).await.unwrap(), b_id);
+    }
+    a.withdraw("db").await.unwrap();
     let services = c.services().await.unwrap();
     assert!(services
         .iter()

@@ -26,7 +26,9 @@ pub struct SwimConfig {
     /// k: members asked to probe a target that did not answer directly.
     pub indirect_checks: usize,
     /// Minimum suspicion timeout = `suspicion_mult × max(1, log10 N) × probe_interval`;
-    /// `suspicion_mult - 2` independent confirmations shrink it to that minimum.
+    /// `suspicion_mult - 2` independent confirmations shrink it to that minimum. The
+    /// timeout a node applies is scaled by its current health (beyond Lifeguard, which
+    /// scales only probing: a node slow to handle packets hears refutations late).
     pub suspicion_mult: u32,
     /// Maximum suspicion timeout = this × the minimum (with no confirmation).
     pub suspicion_max_timeout_mult: u32,

@@ -239,7 +239,7 @@ impl Swim {
         let due: Vec<NodeId> = self
             .suspicions
             .iter()
-            .filter(|(_, s)| s.deadline() <= now)
+            .filter(|(_, s)| s.deadline(self.health) <= now)
             .map(|(node, _)| *node)
             .collect();
         for node in due {

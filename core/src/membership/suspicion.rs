@@ -67,9 +67,11 @@ impl Suspicion {
         Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX)).max(self.min)
     }
 
-    /// When the member is declared dead unless refuted first.
-    pub(crate) fn deadline(&self) -> Instant {
-        self.start + self.timeout()
+    /// When the member is declared dead unless refuted first, at local health
+    /// `health`: a node that is itself slow (and hears refutations late) waits
+    /// `health + 1` times as long, like its probes.
+    pub(crate) fn deadline(&self, health: u32) -> Instant {
+        self.start + super::SwimConfig::scaled(self.timeout(), health)
     }
 }
 
@@ -125,7 +127,12 @@ mod tests {
     fn without_confirmations_the_timeout_is_the_maximum() {
         let s = Suspicion::new(Instant::ZERO, n(1), MIN, MAX, 2);
         assert_eq!(s.timeout(), MAX);
-        assert_eq!(s.deadline(), Instant::ZERO + MAX);
+        assert_eq!(s.deadline(0), Instant::ZERO + MAX);
+        assert_eq!(
+            s.deadline(2),
+            Instant::ZERO + 3 * MAX,
+            "a slow node waits longer"
+        );
     }
 
     #[test]

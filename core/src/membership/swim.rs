@@ -244,7 +244,10 @@ impl Swim {
         let suspicions = if self.left {
             None
         } else {
-            self.suspicions.values().map(Suspicion::deadline).min()
+            self.suspicions
+                .values()
+                .map(|s| s.deadline(self.health))
+                .min()
         };
         [
             self.next_probe,

@@ -8,20 +8,35 @@ use alloc::vec::Vec;
 use super::{ConnId, Node, NodeEvent, RegistryError};
 use crate::frame::FrameType;
 use crate::registry::ServiceName;
-use crate::resolve::{Resolution, ResolveMessage};
+use crate::resolve::{Resolution, ResolveMessage, Strategy};
 use crate::{Instant, NodeId};
 
 /// Peers one query goes to at most.
 const QUERY_FANOUT: usize = 3;
 
 impl Node {
-    /// Find a provider of service `name`. [`Resolution::Ask`] means the cluster is being
-    /// asked: a [`NodeEvent::Resolved`] with the same query id follows.
+    /// Find a provider of service `name`, round robin among those whose breaker lets
+    /// calls through. [`Resolution::Ask`] means the cluster is being asked: a
+    /// [`NodeEvent::Resolved`] with the same query id follows.
     pub fn resolve(&mut self, now: Instant, name: &str) -> Result<Resolution, RegistryError> {
+        self.resolve_with(now, name, Strategy::RoundRobin)
+    }
+
+    /// [`Node::resolve`] choosing among providers by `strategy`; for example
+    /// `Strategy::Preferred(node)` keeps calling `node` while it provides the service
+    /// and its breaker is closed.
+    pub fn resolve_with(
+        &mut self,
+        now: Instant,
+        name: &str,
+        strategy: Strategy,
+    ) -> Result<Resolution, RegistryError> {
         self.advance(now);
         let name = ServiceName::new(name).map_err(RegistryError::Entry)?;
         let providers: Vec<NodeId> = self.registries.services.providers(&name).collect();
-        let resolution = self.resolver.resolve(self.now, &name, providers);
+        let resolution = self
+            .resolver
+            .resolve_with(self.now, &name, providers, strategy);
         self.send_queries();
         self.resolve_outcomes();
         Ok(resolution)
