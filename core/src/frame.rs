@@ -59,11 +59,13 @@ pub enum FrameType {
     Close = 0x0B,
     /// The sender switches its sending key after this record.
     Rekey = 0x0C,
+    /// Link round-trip probes: a ping every second, answered by a pong at once.
+    Ping = 0x0D,
 }
 
 impl FrameType {
     /// Every frame type, in wire order.
-    pub const ALL: [FrameType; 12] = [
+    pub const ALL: [FrameType; 13] = [
         FrameType::Handshake,
         FrameType::Message,
         FrameType::Heartbeat,
@@ -76,6 +78,7 @@ impl FrameType {
         FrameType::SyncDigest,
         FrameType::Close,
         FrameType::Rekey,
+        FrameType::Ping,
     ];
 
     /// The type with wire value `v` (without the fragment flag), if known.
@@ -83,10 +86,19 @@ impl FrameType {
         FrameType::ALL.iter().copied().find(|t| *t as u8 == v)
     }
 
+    /// Whether the link itself sends and consumes frames of this type (Handshake,
+    /// Close, Rekey, Ping): applications may not send them.
+    pub fn is_link_internal(self) -> bool {
+        matches!(
+            self,
+            FrameType::Handshake | FrameType::Close | FrameType::Rekey | FrameType::Ping
+        )
+    }
+
     /// Which send lane frames of this type wait in; lower lanes are sealed first.
     pub fn priority(self) -> Priority {
         match self {
-            FrameType::Heartbeat => Priority::Heartbeat,
+            FrameType::Heartbeat | FrameType::Ping => Priority::Heartbeat,
             FrameType::Close | FrameType::Rekey | FrameType::Handshake | FrameType::Discovery => {
                 Priority::Control
             }
@@ -397,7 +409,7 @@ mod tests {
             assert_eq!(FrameType::from_u8(t as u8), Some(t));
         }
         assert_eq!(FrameType::from_u8(0), None);
-        assert_eq!(FrameType::from_u8(0x0D), None);
+        assert_eq!(FrameType::from_u8(0x0E), None);
         let bad = [0, 0, 0, 1, 0x42];
         assert_eq!(decode_all(&[&bad]), Err(FrameError::UnknownType(0x42)));
     }

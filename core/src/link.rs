@@ -27,6 +27,14 @@ use crate::handshake::{Confirmation, Handshake, HandshakeConfig, Pattern, PeerIn
 use crate::record::{Inbound, RecordConfig, RecordStats, Session, LEN_PREFIX, MAX_RECORD};
 use crate::{CloseReason, Identity, Instant, Rng};
 
+/// Ping frame payload: `kind ‖ u64 token` (PROTOCOL.md §8.5).
+const PING_LEN: usize = 9;
+const PING: u8 = 0x00;
+const PONG: u8 = 0x01;
+/// Unanswered pings remembered (older ones are forgotten; the stall timer has fired
+/// long before).
+const MAX_PINGS_OUT: usize = 8;
+
 /// A buffer this large lets [`Link::poll_transmit`] fill a record completely.
 pub const MAX_TRANSMIT: usize = LEN_PREFIX + MAX_RECORD;
 /// The smallest buffer [`Link::poll_transmit`] accepts (every handshake message fits).
@@ -43,20 +51,27 @@ pub struct LinkConfig {
     pub handshake_timeout: Duration,
     /// Close an established link after this long without receiving a record.
     pub idle_timeout: Option<Duration>,
-    /// Send an empty Heartbeat after this long without sending anything, so the
-    /// peer's idle and stall timers do not fire on a quiet but healthy link.
+    /// Send a Ping (0x0D) this often, whatever else is sent: the peer's idle and stall
+    /// timers do not fire on a quiet but healthy link, and its Pong measures the
+    /// round-trip time ([`Link::rtt`]).
     pub keepalive: Option<Duration>,
     /// Report [`LinkEvent::Stalled`] after this long without receiving a record (the
     /// link stays open; [`LinkEvent::Resumed`] follows the next record). Must exceed
     /// the peer's keepalive; PROTOCOL.md §13.2 sets 1 s keepalives for every peer.
     pub stall_after: Option<Duration>,
+    /// Report [`LinkEvent::Slow`] once the smoothed round-trip time, or the wait for
+    /// the oldest unanswered Ping, exceeds this (only after the peer has answered a
+    /// Ping: a peer that ignores them is never judged); [`LinkEvent::Resumed`] once
+    /// both are at most half of it.
+    pub slow_rtt: Option<Duration>,
     /// How long a closing link may take to hand its Close record to the socket.
     pub close_timeout: Duration,
 }
 
 impl LinkConfig {
     /// Defaults for the cluster with this genesis hash: 10 s handshake timeout,
-    /// 30 s idle timeout, 1 s keepalive, stalled after 3 s of silence, PQ `Prefer`.
+    /// 30 s idle timeout, a Ping every second, stalled after 3 s of silence, slow
+    /// beyond 500 ms round trips, PQ `Prefer`.
     pub fn new(genesis: [u8; 32]) -> Self {
         LinkConfig {
             handshake: HandshakeConfig::new(genesis),
@@ -65,6 +80,7 @@ impl LinkConfig {
             idle_timeout: Some(Duration::from_secs(30)),
             keepalive: Some(Duration::from_secs(1)),
             stall_after: Some(Duration::from_secs(3)),
+            slow_rtt: Some(Duration::from_millis(500)),
             close_timeout: Duration::from_secs(2),
         }
     }
@@ -88,7 +104,10 @@ pub enum LinkEvent {
     /// Nothing arrived for [`LinkConfig::stall_after`]: the path may be stuck. The
     /// link stays open (it closes at the idle timeout); traffic is better sent around it.
     Stalled,
-    /// A record arrived on a link that was [`LinkEvent::Stalled`].
+    /// Round trips take longer than [`LinkConfig::slow_rtt`] (the peer, or the path,
+    /// is overloaded); traffic is better sent around it.
+    Slow,
+    /// A link that was [`LinkEvent::Stalled`] or [`LinkEvent::Slow`] is neither any more.
     Resumed,
     /// The link closed. Emitted once; afterwards the link only flushes its Close record.
     Closed {
@@ -170,6 +189,13 @@ pub struct Link {
     last_send: Instant,
     /// [`LinkEvent::Stalled`] was reported and no record has arrived since.
     stalled: bool,
+    /// Round trips: pings sent and not yet answered (oldest first), the next one due,
+    /// the smoothed and the latest round-trip time, and whether [`LinkEvent::Slow`] holds.
+    pings: VecDeque<Instant>,
+    next_ping: Instant,
+    srtt: Option<Duration>,
+    last_rtt: Duration,
+    slow: bool,
     close_deadline: Option<Instant>,
     send_blocked: bool,
     close_reported: bool,
@@ -229,6 +255,11 @@ impl Link {
             last_recv: now,
             last_send: now,
             stalled: false,
+            pings: VecDeque::new(),
+            next_ping: now,
+            srtt: None,
+            last_rtt: Duration::ZERO,
+            slow: false,
             close_deadline: None,
             send_blocked: false,
             close_reported: false,
@@ -256,6 +287,22 @@ impl Link {
     /// [`LinkConfig::stall_after`].
     pub fn is_stalled(&self) -> bool {
         self.stalled
+    }
+
+    /// Whether the link is [`LinkEvent::Slow`].
+    pub fn is_slow(&self) -> bool {
+        self.slow
+    }
+
+    /// Whether traffic is better sent around this link: stalled or slow.
+    pub fn is_degraded(&self) -> bool {
+        self.stalled || self.slow
+    }
+
+    /// The smoothed round-trip time (RFC 6298's 1/8 gain over Ping round trips),
+    /// once the peer has answered a Ping.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.srtt
     }
 
     /// Whether the link is closed and has nothing left to send: close the socket.
@@ -293,10 +340,7 @@ impl Link {
     /// when the socket pulls. An empty Heartbeat is a keepalive: the peer's link swallows
     /// it instead of delivering it.
     pub fn send(&mut self, frame_type: FrameType, payload: Bytes) -> Result<(), SendError> {
-        if matches!(
-            frame_type,
-            FrameType::Handshake | FrameType::Close | FrameType::Rekey
-        ) {
+        if frame_type.is_link_internal() {
             return Err(SendError::ReservedType);
         }
         if payload.len() > MAX_PAYLOAD_LEN {
@@ -344,7 +388,9 @@ impl Link {
             self.last_recv = now;
             if self.stalled {
                 self.stalled = false;
-                self.events.push_back(LinkEvent::Resumed);
+                if !self.slow {
+                    self.events.push_back(LinkEvent::Resumed);
+                }
             }
             if let Err(reason) = self.handle_body(now, body) {
                 self.fail(reason);
@@ -381,6 +427,7 @@ impl Link {
                 let first_new_event = events.len();
                 let mut peer_closed = None;
                 let mut unexpected = false;
+                let mut pings: Vec<Bytes> = Vec::new();
                 // IK responder: the first frame must be the initiator's identity proof.
                 let mut proof: Option<Option<Bytes>> = self.confirmation.is_some().then_some(None);
                 session.open(body, &mut |inbound| match inbound {
@@ -392,6 +439,7 @@ impl Link {
                     Inbound::Close(reason) => peer_closed = Some(reason),
                     Inbound::Frame(FrameType::Handshake, _) => unexpected = true,
                     Inbound::Frame(FrameType::Heartbeat, payload) if payload.is_empty() => {}
+                    Inbound::Frame(FrameType::Ping, payload) => pings.push(payload),
                     Inbound::Frame(frame_type, payload) => {
                         events.push_back(LinkEvent::Frame {
                             frame_type,
@@ -420,6 +468,9 @@ impl Link {
                         self.events
                             .insert(first_new_event, LinkEvent::Established(Box::new(peer)));
                     }
+                }
+                for ping in pings {
+                    self.on_ping(now, &ping)?;
                 }
                 if let Some(reason) = peer_closed {
                     self.report_close(reason, true);
@@ -521,6 +572,87 @@ impl Link {
         self.close_deadline = None;
     }
 
+    /// A Ping frame from the peer: answer a ping, time a pong (PROTOCOL.md §8.5).
+    fn on_ping(&mut self, now: Instant, payload: &[u8]) -> Result<(), CloseReason> {
+        let [kind, token @ ..] = payload else {
+            return Err(CloseReason::MalformedFrame);
+        };
+        let token: [u8; 8] = token.try_into().map_err(|_| CloseReason::MalformedFrame)?;
+        match *kind {
+            PING => {
+                if let State::Established(session) = &mut self.state {
+                    let mut pong = [0u8; PING_LEN];
+                    pong[0] = PONG;
+                    pong[1..].copy_from_slice(&token);
+                    session
+                        .queue()
+                        .push(FrameType::Ping, Bytes::copy_from_slice(&pong));
+                }
+            }
+            PONG => {
+                // The token is the send time of one of our pings; answers come in order.
+                let sent = Instant::from_micros(u64::from_be_bytes(token));
+                let mut answered = false;
+                while self.pings.front().is_some_and(|t| *t <= sent) {
+                    self.pings.pop_front();
+                    answered = true;
+                }
+                if answered {
+                    let sample = now.saturating_duration_since(sent);
+                    self.last_rtt = sample;
+                    self.srtt = Some(match self.srtt {
+                        Some(srtt) => (srtt * 7 + sample) / 8,
+                        None => sample,
+                    });
+                    self.check_rtt(now);
+                }
+            }
+            _ => return Err(CloseReason::MalformedFrame),
+        }
+        Ok(())
+    }
+
+    /// Enter the slow state when the smoothed round trip or the wait for the oldest
+    /// ping exceeds `slow_rtt`; leave it when those and the latest round trip are at
+    /// most half of it (so one prompt answer does not end it, nor does a slow one
+    /// that finally arrives).
+    fn check_rtt(&mut self, now: Instant) {
+        let (Some(limit), Some(srtt)) = (self.config.slow_rtt, self.srtt) else {
+            return;
+        };
+        let waiting = self
+            .pings
+            .front()
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(*t));
+        if !self.slow && srtt.max(waiting) > limit {
+            self.slow = true;
+            self.events.push_back(LinkEvent::Slow);
+        } else if self.slow && srtt.max(waiting).max(self.last_rtt) <= limit / 2 {
+            self.slow = false;
+            if !self.stalled {
+                self.events.push_back(LinkEvent::Resumed);
+            }
+        }
+    }
+
+    /// Queue a ping stamped with `now`, the next one a keepalive interval later.
+    fn send_ping(&mut self, now: Instant, interval: Duration) {
+        let State::Established(session) = &mut self.state else {
+            return;
+        };
+        let mut ping = [0u8; PING_LEN];
+        ping[0] = PING;
+        ping[1..].copy_from_slice(&now.as_micros().to_be_bytes());
+        session
+            .queue()
+            .push(FrameType::Ping, Bytes::copy_from_slice(&ping));
+        if self.pings.len() == MAX_PINGS_OUT {
+            self.pings.pop_front();
+        }
+        self.pings.push_back(now);
+        self.next_ping = now + interval;
+    }
+
     fn advance(&mut self, now: Instant) {
         self.now = self.now.max(now);
     }
@@ -604,8 +736,16 @@ impl Link {
                     .map(|d| self.last_recv + d),
                 self.config
                     .keepalive
-                    .filter(|_| s.queued_bytes() == 0 && self.unconfirmed.is_none())
-                    .map(|d| self.last_send + d),
+                    .filter(|_| self.unconfirmed.is_none())
+                    .map(|_| self.next_ping),
+                self.config
+                    .slow_rtt
+                    .filter(|_| !self.slow && self.srtt.is_some())
+                    .and_then(|d| {
+                        self.pings
+                            .front()
+                            .map(|t| *t + d + Duration::from_micros(1))
+                    }),
                 Some(s.rekey_deadline()).filter(|d| *d > self.now),
             ]
             .into_iter()
@@ -625,10 +765,10 @@ impl Link {
             .config
             .idle_timeout
             .is_some_and(|d| now >= self.last_recv + d);
-        let quiet = self
+        let ping = self
             .config
             .keepalive
-            .is_some_and(|d| now >= self.last_send + d);
+            .filter(|_| now >= self.next_ping && self.unconfirmed.is_none());
         let silent = self
             .config
             .stall_after
@@ -637,17 +777,18 @@ impl Link {
             self.stalled = true;
             self.events.push_back(LinkEvent::Stalled);
         }
+        if !idle && self.is_established() {
+            self.check_rtt(now);
+            if let Some(interval) = ping {
+                self.send_ping(now, interval);
+            }
+        }
         match &mut self.state {
             State::Handshaking(_) if handshake_over => self.fail(CloseReason::HandshakeTimeout),
             State::Established(_) if handshake_over && self.unconfirmed.is_some() => {
                 self.fail(CloseReason::HandshakeTimeout);
             }
             State::Established(_) if idle => self.fail(CloseReason::IdleTimeout),
-            State::Established(session)
-                if quiet && session.queued_bytes() == 0 && self.unconfirmed.is_none() =>
-            {
-                session.queue().push(FrameType::Heartbeat, Bytes::new());
-            }
             State::Closing(_) if self.close_deadline.is_some_and(|d| now >= d) => {
                 self.enter_closed()
             }

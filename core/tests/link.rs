@@ -289,6 +289,19 @@ fn keepalives_hold_an_idle_link_open_and_silence_closes_it() {
     );
 }
 
+/// Events `a` has not reported yet, without moving any bytes.
+fn pending(link: &mut Link) -> Vec<LinkEvent> {
+    std::iter::from_fn(|| link.poll_event()).collect()
+}
+
+/// Move what `from` has to send into `to` at `now`.
+fn deliver(from: &mut Link, to: &mut Link, now: Instant) {
+    let mut buf = vec![0u8; MAX_TRANSMIT];
+    while let Some(n) = from.poll_transmit(now, &mut buf) {
+        to.handle_bytes(now, &buf[..n]);
+    }
+}
+
 #[test]
 fn a_silent_link_is_reported_stalled_and_resumed_by_the_next_record() {
     let mut p = Pair::default_pair(Remote::Any);
@@ -296,34 +309,66 @@ fn a_silent_link_is_reported_stalled_and_resumed_by_the_next_record() {
     for _ in 0..10 {
         p.advance(Duration::from_secs(1));
     }
-    let stalls = |events: &[LinkEvent]| {
+    let health = |events: &[LinkEvent]| {
         events
             .iter()
-            .filter(|e| matches!(e, LinkEvent::Stalled | LinkEvent::Resumed))
+            .filter(|e| matches!(e, LinkEvent::Stalled | LinkEvent::Slow | LinkEvent::Resumed))
             .count()
     };
-    assert_eq!(
-        stalls(&p.a_events) + stalls(&p.b_events),
-        0,
-        "keepalives flow"
-    );
-    // b goes quiet (its timers do not run): a reports the stall once, stays open.
+    assert_eq!(health(&p.a_events) + health(&p.b_events), 0, "pings flow");
+    assert!(p.a.rtt().is_some() && p.b.rtt().is_some(), "pongs measured");
+    // Nothing reaches a any more: it reports the stall once and stays open.
     let stall_after = LinkConfig::new([0; 32]).stall_after.unwrap();
     p.now = p.now + stall_after + Duration::from_millis(1);
     p.a.handle_timeout(p.now);
     p.a.handle_timeout(p.now);
+    assert_eq!(pending(&mut p.a), [LinkEvent::Stalled]);
+    assert!(p.a.is_stalled() && p.a.is_degraded() && p.established());
+    // The path clears: a's ping reaches b, whose pong ends the stall.
     p.run();
-    assert!(p.a.is_stalled() && p.established());
-    assert_eq!(p.a_events.last(), Some(&LinkEvent::Stalled));
-    assert_eq!(stalls(&p.a_events), 1);
-    assert!(!p.b.is_stalled(), "a's keepalive reached b");
-    // The next record from b ends it.
-    p.b.send(FrameType::Message, Bytes::from_static(b"hi"))
-        .unwrap();
+    assert!(!p.a.is_stalled() && !p.a.is_degraded());
+    assert_eq!(p.a_events.last(), Some(&LinkEvent::Resumed));
+}
+
+#[test]
+fn slow_round_trips_are_reported_and_recover_with_hysteresis() {
+    let mut p = Pair::default_pair(Remote::Any);
     p.run();
-    assert!(!p.a.is_stalled());
-    assert!(p.a_events.contains(&LinkEvent::Resumed));
-    assert_eq!(Pair::frames(&p.a_events).len(), 1);
+    p.advance(Duration::from_secs(1));
+    let slow_rtt = LinkConfig::new([0; 32]).slow_rtt.unwrap();
+    // b takes 0.8 s to handle each ping (an overloaded peer); a notices while waiting.
+    for round in 0..6 {
+        p.now = p.now + Duration::from_secs(1);
+        p.a.handle_timeout(p.now);
+        let sent = p.now;
+        if round == 0 {
+            let t = p.a.poll_timeout().unwrap();
+            assert!(
+                t <= sent + slow_rtt + Duration::from_millis(1),
+                "a times the ping"
+            );
+            p.a.handle_timeout(t);
+            assert_eq!(pending(&mut p.a), [LinkEvent::Slow]);
+            assert!(p.a.is_slow() && p.a.is_degraded());
+        }
+        let late = sent + Duration::from_millis(800);
+        deliver(&mut p.a, &mut p.b, late);
+        pending(&mut p.b);
+        deliver(&mut p.b, &mut p.a, late);
+        assert!(pending(&mut p.a).is_empty(), "still slow: {:?}", p.a.rtt());
+        p.now = late;
+    }
+    assert!(p.a.rtt().unwrap() > slow_rtt / 2);
+    // Prompt answers bring the smoothed round trip down to half the limit, then back.
+    let mut rounds = 0;
+    while p.a.is_slow() {
+        rounds += 1;
+        assert!(rounds < 30, "never recovered: {:?}", p.a.rtt());
+        p.advance(Duration::from_secs(1));
+    }
+    assert!(p.a.rtt().unwrap() <= slow_rtt / 2);
+    assert_eq!(p.a_events.last(), Some(&LinkEvent::Resumed));
+    assert!(rounds > 1, "hysteresis: one fast answer is not enough");
 }
 
 #[test]
@@ -392,7 +437,12 @@ fn send_misuse_and_backpressure() {
         "not yet established"
     );
     p.run();
-    for t in [FrameType::Handshake, FrameType::Close, FrameType::Rekey] {
+    for t in [
+        FrameType::Handshake,
+        FrameType::Close,
+        FrameType::Rekey,
+        FrameType::Ping,
+    ] {
         assert_eq!(p.a.send(t, Bytes::new()), Err(SendError::ReservedType));
     }
     let huge = Bytes::from(vec![0u8; 16 << 20]);

@@ -13,16 +13,11 @@ use weft_mesh::handshake::{PqPolicy, Remote};
 use weft_mesh::link::{LinkConfig, LinkEvent};
 use weft_mesh::CloseReason;
 
-/// The frame types an application may send (all but Handshake, Close and Rekey).
+/// The frame types an application may send (all but the link's own).
 fn app_types() -> Vec<FrameType> {
     FrameType::ALL
         .into_iter()
-        .filter(|t| {
-            !matches!(
-                t,
-                FrameType::Handshake | FrameType::Close | FrameType::Rekey
-            )
-        })
+        .filter(|t| !t.is_link_internal())
         .collect()
 }
 

@@ -487,10 +487,7 @@ impl Probe {
         let queued = self.link.queued_bytes();
         let established = self.link.is_established();
         let result = self.link.send(frame_type, payload);
-        let reserved = matches!(
-            frame_type,
-            FrameType::Handshake | FrameType::Close | FrameType::Rekey
-        );
+        let reserved = frame_type.is_link_internal();
         let expected = if reserved {
             Err(SendError::ReservedType)
         } else if self.closed.is_some() {

@@ -7,10 +7,14 @@
 //! [`UNREACHABLE`], which bounds counting to infinity; envelopes themselves stop at
 //! [`super::MAX_HOPS`] links.
 //!
-//! A neighbour whose link is stalled (nothing received for a while, see
-//! [`crate::link::LinkEvent::Stalled`]) is a last resort: a route through it is used
-//! only when no other neighbour offers one, and is never advertised, so the rest of
-//! the mesh routes around the stall within one triggered update.
+//! A neighbour whose link is degraded (nothing received for a while, or slow round
+//! trips: [`crate::link::Link::is_degraded`]) is a last resort as a *relay*: a route
+//! through it to another node is used only when no other neighbour offers one, and is
+//! not advertised, so the rest of the mesh stops relaying through the link within one
+//! triggered update. The neighbour itself is still reached over its link (every way
+//! to it may be as slow) and still advertised at distance 1, so it stays reachable;
+//! ranking a detour to it first would make two of its neighbours each prefer the
+//! other's offer and withdraw their own, forever.
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
@@ -35,8 +39,8 @@ pub(crate) struct Routes {
     max_routes: usize,
     /// What each neighbour advertised last: destination → its distance.
     adverts: BTreeMap<NodeId, BTreeMap<NodeId, u8>>,
-    /// Neighbours whose links are stalled.
-    stalled: BTreeSet<NodeId>,
+    /// Neighbours whose links are degraded.
+    degraded: BTreeSet<NodeId>,
     best: BTreeMap<NodeId, Route>,
     /// The table changed since it was last advertised.
     pub dirty: bool,
@@ -48,7 +52,7 @@ impl Routes {
             me,
             max_routes,
             adverts: BTreeMap::new(),
-            stalled: BTreeSet::new(),
+            degraded: BTreeSet::new(),
             best: BTreeMap::new(),
             dirty: false,
         }
@@ -60,19 +64,19 @@ impl Routes {
     }
 
     pub(crate) fn neighbour_down(&mut self, n: &NodeId) {
-        self.stalled.remove(n);
+        self.degraded.remove(n);
         if self.adverts.remove(n).is_some() {
             let _ = self.recompute();
         }
     }
 
-    /// Mark neighbour `n`'s link stalled or flowing again. Returns whether any best
+    /// Mark neighbour `n`'s link degraded or flowing again. Returns whether any best
     /// route changed.
-    pub(crate) fn set_stalled(&mut self, n: NodeId, stalled: bool) -> bool {
-        let changed = if stalled {
-            self.adverts.contains_key(&n) && self.stalled.insert(n)
+    pub(crate) fn set_degraded(&mut self, n: NodeId, degraded: bool) -> bool {
+        let changed = if degraded {
+            self.adverts.contains_key(&n) && self.degraded.insert(n)
         } else {
-            self.stalled.remove(&n)
+            self.degraded.remove(&n)
         };
         // Routes through `n` stop (or start) being advertised even when the best
         // choice stays the same.
@@ -80,9 +84,10 @@ impl Routes {
         changed && self.recompute()
     }
 
-    /// Whether `n`'s link is stalled.
-    pub(crate) fn is_stalled(&self, n: &NodeId) -> bool {
-        self.stalled.contains(n)
+    /// Whether `n`'s link is degraded.
+    #[cfg(test)]
+    pub(crate) fn is_degraded(&self, n: &NodeId) -> bool {
+        self.degraded.contains(n)
     }
 
     /// Replace `n`'s advertisement (ignored unless `n` is a neighbour). At most
@@ -106,14 +111,19 @@ impl Routes {
         self.recompute()
     }
 
-    /// Rebuild the best routes; true if they changed. Ranked by (through a stalled
-    /// link, hops, next hop).
+    /// Rebuild the best routes; true if they changed. Ranked by (relayed through a
+    /// degraded link, hops, next hop).
     fn recompute(&mut self) -> bool {
         let mut best: BTreeMap<NodeId, Route> = BTreeMap::new();
-        let stalled = &self.stalled;
-        let rank = |r: &Route| (stalled.contains(&r.next_hop), r.hops, r.next_hop);
+        let degraded = &self.degraded;
+        let rank = |dest: &NodeId, r: &Route| {
+            let detour = r.next_hop != *dest && degraded.contains(&r.next_hop);
+            (detour, r.hops, r.next_hop)
+        };
         let mut offer = |dest: NodeId, route: Route| {
-            let better = best.get(&dest).is_none_or(|b| rank(&route) < rank(b));
+            let better = best
+                .get(&dest)
+                .is_none_or(|b| rank(&dest, &route) < rank(&dest, b));
             if better {
                 best.insert(dest, route);
             }
@@ -140,7 +150,7 @@ impl Routes {
         }
         if best.len() > self.max_routes {
             let mut all: Vec<(NodeId, Route)> = best.into_iter().collect();
-            all.sort_by_key(|(d, r)| (rank(r), *d));
+            all.sort_by_key(|(d, r)| (rank(d, r), *d));
             all.truncate(self.max_routes);
             best = all.into_iter().collect();
         }
@@ -163,7 +173,7 @@ impl Routes {
     }
 
     /// What to advertise to neighbour `to` (split horizon: nothing that goes through
-    /// it; nothing through a stalled link).
+    /// it; nothing through a degraded link but the route to its neighbour).
     pub(crate) fn advert_for(&self, to: &NodeId) -> Vec<(NodeId, u8)> {
         self.best
             .iter()
@@ -171,7 +181,7 @@ impl Routes {
                 r.next_hop != *to
                     && *d != to
                     && r.hops + 1 < UNREACHABLE
-                    && !self.stalled.contains(&r.next_hop)
+                    && (r.next_hop == **d || !self.degraded.contains(&r.next_hop))
             })
             .map(|(d, r)| (*d, r.hops))
             .collect()
@@ -238,30 +248,31 @@ mod tests {
     }
 
     #[test]
-    fn a_stalled_neighbour_is_a_last_resort_and_never_advertised() {
+    fn a_degraded_neighbour_is_a_last_resort_and_not_a_transit() {
         let mut r = Routes::new(n(0), 100);
         r.neighbour_up(n(1));
         r.neighbour_up(n(2));
         r.advertised(n(1), &[(n(3), 1), (n(4), 1)]);
         r.advertised(n(2), &[(n(3), 3), (n(1), 1)]);
         r.dirty = false;
-        assert!(r.set_stalled(n(1), true));
-        assert!(r.dirty && r.is_stalled(&n(1)));
-        // Around the stall, even when longer; to n1 itself through n2.
+        assert!(r.set_degraded(n(1), true));
+        assert!(r.dirty && r.is_degraded(&n(1)));
+        // Around the degraded link, even when longer; to n1 itself over its link.
         assert_eq!(r.get(&n(3)).unwrap().next_hop, n(2));
         assert_eq!(r.get(&n(3)).unwrap().hops, 4);
-        assert_eq!(r.get(&n(1)).unwrap().next_hop, n(2));
-        // No other way to n4: through the stall, but not offered to anyone.
+        assert_eq!(r.get(&n(1)).unwrap().next_hop, n(1));
+        assert!(r.advert_for(&n(2)).contains(&(n(1), 1)), "still reachable");
+        // No other way to n4: through the degraded link, but not offered to anyone.
         assert_eq!(r.get(&n(4)).unwrap().next_hop, n(1));
         assert!(r.advert_for(&n(2)).iter().all(|(d, _)| *d != n(4)));
-        assert!(!r.set_stalled(n(1), true), "already stalled");
-        assert!(r.set_stalled(n(1), false));
+        assert!(!r.set_degraded(n(1), true), "already degraded");
+        assert!(r.set_degraded(n(1), false));
         assert_eq!(r.get(&n(3)).unwrap().next_hop, n(1));
         assert!(r.advert_for(&n(2)).contains(&(n(4), 2)));
-        r.set_stalled(n(2), true);
+        r.set_degraded(n(2), true);
         r.neighbour_down(&n(2));
         r.neighbour_up(n(2));
-        assert!(!r.is_stalled(&n(2)), "a new link starts flowing");
+        assert!(!r.is_degraded(&n(2)), "a new link starts flowing");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::links::Direction;
 use super::{ConnId, Node};
 use crate::frame::FrameType;
 use crate::handshake::Remote;
-use crate::link::Link;
+use crate::link::{Link, LinkEvent};
 use crate::mesh::discovery::{Discovery, Member};
 use crate::{CloseReason, Instant, NodeId};
 
@@ -96,17 +96,22 @@ impl Node {
         self.routes.neighbour_down(node);
     }
 
-    /// The link on `conn` stalled (or flows again): routes go around it, and what
-    /// was sent over it goes again another way.
-    pub(super) fn link_stalled(&mut self, conn: ConnId, stalled: bool) {
-        let Some(node) = self.links.get(conn).filter(|e| e.up).and_then(|e| e.peer) else {
+    /// The link on `conn` stalled, turned slow or recovered: routes go around a
+    /// degraded link, and what was sent over it goes again another way.
+    pub(super) fn link_health(&mut self, conn: ConnId, event: &LinkEvent) {
+        let Some(e) = self.links.get(conn).filter(|e| e.up) else {
             return;
         };
-        if stalled {
-            self.stats.stalls += 1;
+        let (Some(node), degraded) = (e.peer, e.link.is_degraded()) else {
+            return;
+        };
+        match event {
+            LinkEvent::Stalled => self.stats.stalls += 1,
+            LinkEvent::Slow => self.stats.slow_links += 1,
+            _ => {}
         }
-        self.routes.set_stalled(node, stalled);
-        if stalled {
+        self.routes.set_degraded(node, degraded);
+        if degraded {
             self.resend_around(conn);
         } else {
             self.retry_unrouted();

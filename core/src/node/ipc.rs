@@ -149,25 +149,18 @@ impl Node {
         id
     }
 
-    /// The link to `dest` while it flows; else the best route, which goes around
-    /// stalled links when it can (and may lead back to the stalled direct link).
+    /// The link to `dest` if there is one, else the best route (which avoids relaying
+    /// through degraded links when it can).
     pub(super) fn way_to(&self, dest: &NodeId) -> Way {
-        let flowing = |n: &NodeId| !self.routes.is_stalled(n);
-        let direct = self.peers.get(dest).copied();
-        if let Some(c) = direct.filter(|_| flowing(dest)) {
+        if let Some(&c) = self.peers.get(dest) {
             return Way::Direct(c);
         }
-        let relay = self
-            .routes
-            .get(dest)
-            .filter(|r| r.next_hop != *dest)
-            .and_then(|r| Some((*self.peers.get(&r.next_hop)?, r)));
-        match (relay, direct) {
-            // Stalled either way: the direct link.
-            (Some((_, r)), Some(d)) if !flowing(&r.next_hop) => Way::Direct(d),
-            (Some((c, r)), _) => Way::Relay(c, r.hops),
-            (None, Some(d)) => Way::Direct(d),
-            (None, None) => Way::None,
+        match self.routes.get(dest) {
+            Some(r) => match self.peers.get(&r.next_hop) {
+                Some(&c) => Way::Relay(c, r.hops),
+                None => Way::None,
+            },
+            None => Way::None,
         }
     }
 
@@ -269,7 +262,7 @@ impl Node {
         }
     }
 
-    /// The link on `conn` stalled: envelopes whose last copy went over it go again
+    /// The link on `conn` is degraded: envelopes whose last copy went over it go again
     /// along another way, if there is one (the destination drops whichever copy comes
     /// second).
     pub(super) fn resend_around(&mut self, conn: ConnId) {

@@ -394,6 +394,10 @@ pub struct PeerSummary {
     pub hybrid: bool,
     /// Who dialed.
     pub direction: Direction,
+    /// The link's smoothed round-trip time, once measured.
+    pub rtt: Option<core::time::Duration>,
+    /// Whether routes avoid the link (stalled or slow).
+    pub degraded: bool,
 }
 
 /// Counters of the mesh layer, for metrics.
@@ -420,6 +424,9 @@ pub struct NodeStats {
     /// Times a link went silent for `LinkConfig::stall_after` (routes then go around
     /// it until it speaks again).
     pub stalls: u64,
+    /// Times a link's round trips grew beyond `LinkConfig::slow_rtt` (routes then go
+    /// around it until they are fast again).
+    pub slow_links: u64,
 }
 
 /// The node state machine. See the [module docs](self).
@@ -685,6 +692,8 @@ impl Node {
                 addr: e.addr.clone(),
                 hybrid: e.link.is_hybrid(),
                 direction: e.direction,
+                rtt: e.link.rtt(),
+                degraded: e.link.is_degraded(),
             })
         })
     }
@@ -798,8 +807,9 @@ impl Node {
                     frame_type: FrameType::ServiceResolve,
                     payload,
                 } => self.on_resolve(conn, &payload),
-                LinkEvent::Stalled => self.link_stalled(conn, true),
-                LinkEvent::Resumed => self.link_stalled(conn, false),
+                LinkEvent::Stalled | LinkEvent::Slow | LinkEvent::Resumed => {
+                    self.link_health(conn, &event)
+                }
                 LinkEvent::Frame { .. } | LinkEvent::SendReady => {}
                 LinkEvent::Closed { reason, by_peer } => self.on_closed(conn, reason, by_peer),
             }
