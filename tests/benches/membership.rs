@@ -16,10 +16,11 @@
 //! * **join**: members 1 and 2 contact member 0, every other member contacts one of
 //!   those three seeds, joins spread over N / 100 s; the time from the first contact
 //!   until every member knows every other as Alive, then until the gossip queues have
-//!   drained (no update piggybacked on any ping or ack for 10 s; at most 60 s are
+//!   drained (no update on any ping, ack or gossip packet for 10 s; at most 60 s are
 //!   waited at N = 1000).
 //! * **idle**: packets and bytes each member sends per second over the next 120 s
-//!   (SWIM packets only: probes, acks, ping-reqs, push-pull every 30 s), and the share
+//!   (SWIM packets only: probes, acks, ping-reqs, push-pull every 30 s; gossip packets go out
+//!   only while updates are queued), and the share
 //!   of the bytes that is push-pull.
 //! * **cluster heap**: the heap of the whole simulation over N (N - 1) member rows.
 //! * **crash**: a random member crashes; the time until any member emits `Suspect` for
@@ -45,10 +46,11 @@
 //! * **events/s**: packets delivered plus timers fired per second of real time, over
 //!   every phase of that N.
 //!
-//! Then, at N = 1000, **a shorter suspicion**: the crash and the 5 % link-stall figures
-//! again with `suspicion_mult` lowered from the preset's 4 to 2 (everything else LAN, 1 s
-//! probe period), on a cluster made by [`SwimNet::form`] (every member given the full
-//! state, no simulated join), to show what the crash target takes and what it costs.
+//! Then, at N = 1000, **without dedicated gossip**: the crash and the 5 % link-stall
+//! figures again with `gossip_nodes` 0 (everything else LAN, 1 s probe period), so that
+//! updates ride only on pings, acks and push-pulls, on a cluster made by
+//! [`SwimNet::form`] (every member given the full state, no simulated join), to show
+//! what the gossip rounds contribute.
 //!
 //! **memory per member** (the target) is measured on one table alone, by a counting
 //! allocator: the heap a [`Swim`] gains by learning N - 1 members (rows, probe order;
@@ -280,9 +282,9 @@ fn main() {
     } else {
         (1000, 10, Duration::from_secs(300))
     };
-    let mut shorter = swim.clone();
-    shorter.suspicion_mult = 2;
-    variant_figures(variant, &shorter, &net, &mut report);
+    let mut no_gossip = swim.clone();
+    no_gossip.gossip_nodes = 0;
+    variant_figures(variant, &no_gossip, &net, &mut report);
 
     let table_sizes: &[usize] = if quick {
         &[100, 1000]
@@ -340,7 +342,7 @@ fn swim_figures(
     let value = match settle(&mut net, plan.settle_max) {
         Ok(took) => format!("{} s after all knew all", took.as_secs()),
         Err(load) => format!(
-            "not within {} s after all knew all (pings and acks still carried {load:.1} \
+            "not within {} s after all knew all (pings, acks and gossip packets still carried {load:.1} \
              updates each in the last 10 s)",
             plan.settle_max.as_secs()
         ),
@@ -375,12 +377,13 @@ fn swim_figures(
     let push_pull = after.push_pull_packets - before.push_pull_packets;
     let push_pull_bytes = after.push_pull_bytes - before.push_pull_bytes;
     let small = (after.small_packets - before.small_packets) as f64 / per;
+    let gossip = (after.gossip_packets - before.gossip_packets) as f64 / per;
     report.row(
         "idle: sent per node per s",
         n,
         format!(
             "{:.2} packets, {:.0} B (over {} s; push-pull: {:.2} packets, {:.0} % of the bytes; \
-             pings, acks and nacks: {small:.2})",
+             pings, acks and nacks: {small:.2}; gossip: {gossip:.2})",
             (after.sent - before.sent) as f64 / per,
             bytes as f64 / per,
             plan.idle_window.as_secs(),
@@ -430,7 +433,7 @@ fn swim_figures(
     join_wall
 }
 
-/// The shorter-suspicion variant on a formed cluster of `n`: crash trials and 5 %
+/// The variant without dedicated gossip on a formed cluster of `n`: crash trials and 5 %
 /// link stalls.
 fn variant_figures(
     (n, trials, run): (usize, usize, Duration),
@@ -438,7 +441,7 @@ fn variant_figures(
     config: &NetConfig,
     report: &mut Report,
 ) {
-    println!("N = {n}, suspicion_mult {}", swim.suspicion_mult);
+    println!("N = {n}, gossip_nodes {}", swim.gossip_nodes);
     let mut net = SwimNet::new(n, 7 * n as u64, swim.clone(), config.clone());
     let wall = Wall::now();
     net.form();
@@ -447,14 +450,14 @@ fn variant_figures(
     assert_eq!(net.stats().piggybacked, 0, "a formed cluster is quiet");
     net.take_events();
     report.row(
-        format!("formed cluster, suspicion_mult {}", swim.suspicion_mult),
+        format!("formed cluster, gossip_nodes {}", swim.gossip_nodes),
         n,
         format!(
             "{:.1} s of real time to form (every member given the full state)",
             wall.elapsed().as_secs_f64()
         ),
     );
-    let label = format!(", suspicion_mult {}", swim.suspicion_mult);
+    let label = format!(", gossip_nodes {}", swim.gossip_nodes);
     let before = net.stats();
     net.run_for(10 * SEC);
     let small = (net.stats().small_packets - before.small_packets) as f64 / (10 * n) as f64;
@@ -504,8 +507,10 @@ fn settle(net: &mut SwimNet, max: Duration) -> Result<Duration, f64> {
             net.take_events();
             return Ok(net.now() - start);
         }
-        load = (after.piggybacked - before.piggybacked) as f64
-            / (after.small_packets - before.small_packets).max(1) as f64;
+        let carriers = after.small_packets + after.gossip_packets
+            - before.small_packets
+            - before.gossip_packets;
+        load = (after.piggybacked - before.piggybacked) as f64 / carriers.max(1) as f64;
     }
     net.take_events();
     Err(load)
@@ -595,7 +600,7 @@ fn crash_figures(
     let (min, max) = suspicion_bounds(swim, n);
     value.push_str(&format!(
         " (suspicion timeout {min:.1} s with {} confirmations, {max:.1} s without)",
-        swim.suspicion_mult.saturating_sub(2)
+        swim.suspicion_confirmations
     ));
     report.goal(
         format!("crash -> all live know (Down) p50 / p99{label}"),
@@ -612,16 +617,27 @@ fn crash_figures(
             swim.suspicion_mult,
         ));
     }
-    if let (Some(false), Some(all), Some(first)) = (met, p50, first_p50) {
+    if let (Some(_), Some(all), Some(first)) = (met, p50, first_p50) {
         let rest = all.as_secs_f64() - first.as_secs_f64() - min;
+        let gossip = if swim.gossip_nodes == 0 {
+            "updates ride only on pings, acks and push-pulls".to_string()
+        } else {
+            format!(
+                "updates also travel in gossip packets to {} members every {} ms while any \
+                 is queued",
+                swim.gossip_nodes,
+                swim.gossip_interval.as_millis()
+            )
+        };
         report.note(format!(
             "N={n}{label}: crash -> all know p50 {:.1} s = first suspicion {:.1} s + the \
-             shortest suspicion timeout {min:.1} s + {rest:.1} s for the Down to reach \
-             the last member: updates ride only on pings, acks and push-pulls (members sent \
-             {small_per_s:.1} pings, acks and nacks per s idle; memberlist adds a gossip \
-             message to 3 members every 200 ms, which this core does not have)",
+             shortest suspicion timeout {min:.1} s (reached with {} confirmations) + \
+             {rest:.1} s (waiting for confirmations, and for the Down to reach the last \
+             member): {gossip} (members sent {small_per_s:.1} pings, acks and nacks per s \
+             idle)",
             all.as_secs_f64(),
             first.as_secs_f64(),
+            swim.suspicion_confirmations,
         ));
     }
     if other_downs > 0 {
@@ -766,7 +782,8 @@ fn fault_figures(
     let d = |f: fn(&SwimStats) -> u64| f(&swim_during) - f(&swim_before);
     let per_node_s = (n as f64) * run.as_secs_f64();
     let small = during.small_packets - net_before.small_packets;
-    let load = (during.piggybacked - net_before.piggybacked) as f64 / small.max(1) as f64;
+    let carriers = small + during.gossip_packets - net_before.gossip_packets;
+    let load = (during.piggybacked - net_before.piggybacked) as f64 / carriers.max(1) as f64;
     let on_waking = match fault {
         Fault::Pauses => format!(
             ", {} Downs emitted by members from the timers they ran as they resumed (before \
@@ -779,8 +796,8 @@ fn fault_figures(
     report.note(format!(
         "N={n}{label}, {:.0} % {}: {} suspicions raised after failed probes, {} refuted; {} \
          suspicions timed out into Dead locally (the other Downs came by gossip){on_waking}; \
-         the shortest suspicion here is {min:.1} s; pings and acks carried {load:.1} updates \
-         each on average (0 when idle, about 20 fit in 1400 B); each member sent {:.1} \
+         the shortest suspicion here is {min:.1} s; pings, acks and gossip packets carried \
+         {load:.1} updates each on average (0 when idle, about 20 fit in 1400 B); each member sent {:.1} \
          packets, {:.0} B per s",
         100.0 * fraction,
         fault.name(),

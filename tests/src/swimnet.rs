@@ -97,8 +97,10 @@ pub struct NetStats {
     pub push_pull_packets: u64,
     /// Bytes of those.
     pub push_pull_bytes: u64,
-    /// Membership updates piggybacked on those (their count byte, at offset 5): zero
-    /// once the gossip queues are empty.
+    /// Dedicated gossip packets sent (only while a member has updates queued).
+    pub gossip_packets: u64,
+    /// Membership updates carried by those and by the pings, acks and nacks (their
+    /// count byte, at offset 1 and 5): zero once the gossip queues are empty.
     pub piggybacked: u64,
     /// Packets lost by [`NetConfig::loss`].
     pub lost: u64,
@@ -613,6 +615,9 @@ impl SwimNet {
             if matches!(t.packet.first(), Some(0x01 | 0x02 | 0x04)) {
                 self.stats.small_packets += 1;
                 self.stats.piggybacked += u64::from(t.packet.get(5).copied().unwrap_or(0));
+            } else if t.packet.first() == Some(&0x06) {
+                self.stats.gossip_packets += 1;
+                self.stats.piggybacked += u64::from(t.packet.get(1).copied().unwrap_or(0));
             } else if t.packet.first() == Some(&0x05) {
                 self.stats.push_pull_packets += 1;
                 self.stats.push_pull_bytes += t.packet.len() as u64;
@@ -878,7 +883,7 @@ mod tests {
         assert!((0.15..0.25).contains(&share), "paused share {share}");
         assert!(s.held_by_pause > 0);
         assert!(s.downs_on_waking <= downs(&net.take_events()) as u64);
-        assert!(s.small_packets > 0 && s.piggybacked <= 255 * s.small_packets);
+        assert!(s.small_packets > 0 && s.piggybacked <= 255 * (s.small_packets + s.gossip_packets));
         net.set_pauses(0.0);
         let pauses = net.stats().pauses;
         net.run_for(Duration::from_secs(600));

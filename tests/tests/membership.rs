@@ -210,7 +210,7 @@ fn secs(d: Duration) -> f64 {
 /// * detection: SWIM's round-robin makes every member probe the victim at least once
 ///   in any `2(N − 1)` rounds, and the failed probe is a suspicion one round later;
 /// * the first `Down` comes between the suspicion timeout's minimum and maximum
-///   (`4 × log10 20` = 5.2 s and 6 × that = 31.2 s) after the first suspicion;
+///   (`2 × log10 20` = 2.6 s and 6 × that = 15.6 s) after the first suspicion;
 /// * every other member follows within `λ × ceil(log10 21)` = 8 rounds (the Dead
 ///   update's gossip budget) of the first.
 #[test]
@@ -322,7 +322,7 @@ fn a_crashed_member_is_suspected_then_declared_down_by_every_member() {
 
 /// 20 nodes; one is paused five times for 2.5 s, 15 s apart: longer than a probe
 /// round (1 s, of which 0.5 s probe timeout) but well within the suspicion timeout
-/// (at least 5.2 s for N = 20, counted from a failed round, so at least 6.2 s from the
+/// (at least 2.6 s for N = 20, counted from a failed round, so at least 3.6 s from the
 /// start of the pause; the margin is the time the paused node needs to hear of the
 /// suspicion once it resumes and for its refutation to spread). It is suspected,
 /// refutes every time (its incarnation rises and every member follows it) and nobody
@@ -502,7 +502,7 @@ fn a_healed_partition_comes_back_to_one_view() {
 /// [`split_and_heal`] in a silent partition (the cut links hold their bytes, no
 /// socket closes): no node is declared down by its own side. A node whose routes to
 /// its own side crossed the cut must have them moved to links that flow before SWIM's
-/// suspicion (about 5 s) runs out; the cut links are reported stalled after 3 s.
+/// suspicion (at least 2.4 s) runs out; the cut links are reported stalled after 3 s.
 #[test]
 fn a_silent_partition_takes_down_only_the_other_side() {
     with_seed(

@@ -53,6 +53,11 @@ impl Broadcasts {
         self.queued.len()
     }
 
+    /// Whether nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queued.is_empty()
+    }
+
     /// Updates that fit in `budget` bytes (at most `max_count`, none about `skip`),
     /// each counted as transmitted once more; an update sent `limit` times is dropped.
     pub(crate) fn take(

@@ -15,7 +15,9 @@
 //! * our own missed acks and nacks raise a local health score that slows our probing
 //!   down, so a slow node does not accuse healthy ones (Lifeguard);
 //! * membership updates ride on every packet, each sent `λ × ceil(log10(N + 1))`
-//!   times; full state is exchanged (push-pull) on join and periodically.
+//!   times, and while any is queued a gossip round sends them to a few members
+//!   (one of them a neighbour) every `gossip_interval`; full state is exchanged (push-pull)
+//!   on join and periodically.
 //!
 //! Push-pull sends the whole table split over as many packets as needed, each at
 //! most `max_packet` bytes; only the first packet of a request asks for the reply.

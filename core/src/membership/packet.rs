@@ -7,6 +7,7 @@
 //! ping-req  0x03  seq u32, target node 32
 //! nack      0x04  seq u32
 //! push-pull 0x05  flags u8 (bit 0: reply wanted; others 0), u16 count (≤ 2048), count × update
+//! gossip    0x06  (nothing: the packet is its piggybacked updates)
 //! update    := type u8, node 32, incarnation u64, then by type:
 //!   alive   0x01  addrs u8 count (≤ 4), count × (u8 len ≥ 1, UTF-8)
 //!   suspect 0x02  from node 32
@@ -171,6 +172,7 @@ pub(crate) enum Message {
     PingReq { seq: u32, target: NodeId },
     Nack { seq: u32 },
     PushPull { reply: bool, state: Vec<Update> },
+    Gossip,
 }
 
 impl Message {
@@ -202,6 +204,7 @@ impl Message {
                     u.encode(b);
                 }
             }
+            Message::Gossip => b.put_u8(0x06),
         }
     }
 }
@@ -255,6 +258,7 @@ impl Packet {
                     state: r.updates(count)?,
                 }
             }
+            0x06 => Message::Gossip,
             _ => return Err(PacketError::UnknownKind),
         };
         let count = usize::from(need(r.u8())?);
@@ -374,6 +378,7 @@ mod tests {
             any::<u32>().prop_map(|seq| Message::Nack { seq }),
             (any::<bool>(), proptest::collection::vec(update(), 0..20))
                 .prop_map(|(reply, state)| Message::PushPull { reply, state }),
+            Just(Message::Gossip),
         ]
     }
 
@@ -456,7 +461,7 @@ mod tests {
     fn unknown_kinds_types_flags_and_bad_addresses_are_refused() {
         assert_eq!(Packet::decode(&[]), Err(PacketError::Truncated));
         assert_eq!(
-            Packet::decode(&[0x06, 0, 0, 0, 0, 0]),
+            Packet::decode(&[0x07, 0, 0, 0, 0, 0]),
             Err(PacketError::UnknownKind)
         );
         assert_eq!(Packet::decode(&[0x00]), Err(PacketError::UnknownKind));

@@ -121,6 +121,10 @@ pub struct Swim {
     pub(super) seq: u32,
     pub(super) relays: BTreeMap<u32, Relay>,
     pub(super) next_push_pull: Option<Instant>,
+    /// The next gossip round (it runs only while updates are queued).
+    pub(super) next_gossip: Option<Instant>,
+    /// Members linked directly to this node, sorted (gossip goes to them first).
+    pub(super) neighbours: Vec<NodeId>,
     pub(super) outbox: VecDeque<(NodeId, Message)>,
     pub(super) push_pulls: VecDeque<PushPullJob>,
     pub(super) events: VecDeque<MemberEvent>,
@@ -150,6 +154,8 @@ impl Swim {
             seq: 0,
             relays: BTreeMap::new(),
             next_push_pull: None,
+            next_gossip: None,
+            neighbours: Vec::new(),
             outbox: VecDeque::new(),
             push_pulls: VecDeque::new(),
             events: VecDeque::new(),
@@ -185,6 +191,7 @@ impl Swim {
             }
         }
         self.queue_push_pull(node, true);
+        self.gossip_not_before(now);
     }
 
     /// An incoming packet from `from`. A malformed packet is refused whole: only the
@@ -214,12 +221,14 @@ impl Swim {
                     self.queue_push_pull(from, false);
                 }
             }
+            Message::Gossip => {}
         }
+        self.gossip_not_before(now);
         Ok(())
     }
 
     /// Run whatever is due at `now`: indirect probes, nacks, suspicion timeouts, the
-    /// next probe round, push-pull.
+    /// next probe round, push-pull, gossip.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.start(now);
         self.indirect_due(now);
@@ -231,6 +240,21 @@ impl Swim {
         if self.next_push_pull.is_some_and(|t| t <= now) {
             self.push_pull_round(now);
         }
+        if self.gossip_due().is_some_and(|t| t <= now) {
+            self.gossip_round(now);
+        }
+        self.gossip_not_before(now);
+    }
+
+    /// The members linked directly to this node (replacing those given before). A
+    /// gossip round sends to one of them: the owner carries a packet to a neighbour
+    /// on its link, and to any other member through relays.
+    pub fn set_neighbours(&mut self, nodes: impl IntoIterator<Item = NodeId>) {
+        self.neighbours.clear();
+        self.neighbours.extend(nodes);
+        self.neighbours.sort_unstable();
+        self.neighbours.dedup();
+        self.neighbours.truncate(self.config.max_members);
     }
 
     /// The next instant [`handle_timeout`](Swim::handle_timeout) has work, if any.
@@ -252,6 +276,7 @@ impl Swim {
         [
             self.next_probe,
             self.next_push_pull,
+            self.gossip_due(),
             indirect,
             relays,
             suspicions,
@@ -264,18 +289,24 @@ impl Swim {
     /// The next packet to send, piggybacked updates filled in (fewest transmissions,
     /// then most recent, first; a Ping to a suspect carries its suspicion first).
     pub fn poll_transmit(&mut self, _now: Instant) -> Option<Transmit> {
-        let (to, packet) = match self.outbox.pop_front() {
-            Some((to, message)) => {
-                let mut b = BytesMut::with_capacity(self.config.max_packet);
-                message.encode(&mut b);
-                let buddy = match message {
-                    Message::Ping { .. } => self.buddy(&to),
-                    _ => None,
-                };
-                self.piggyback(&mut b, buddy);
-                (to, b)
+        let (to, packet) = loop {
+            match self.outbox.pop_front() {
+                Some((to, message)) => {
+                    let mut b = BytesMut::with_capacity(self.config.max_packet);
+                    message.encode(&mut b);
+                    let buddy = match message {
+                        Message::Ping { .. } => self.buddy(&to),
+                        _ => None,
+                    };
+                    let carried = self.piggyback(&mut b, buddy);
+                    // A gossip packet whose updates ran out before its turn is not sent.
+                    if message == Message::Gossip && carried == 0 {
+                        continue;
+                    }
+                    break (to, b);
+                }
+                None => break self.push_pull_chunk()?,
             }
-            None => self.push_pull_chunk()?,
         };
         self.stats.packets_out += 1;
         self.stats.bytes_out += packet.len() as u64;
@@ -303,6 +334,7 @@ impl Swim {
         self.probe = None;
         self.next_probe = None;
         self.next_push_pull = None;
+        self.next_gossip = None;
         self.suspicions.clear();
         self.broadcasts.push(Update::Left {
             node: self.me,
@@ -381,6 +413,54 @@ impl Swim {
         let jitter = self.random_duration(self.config.probe_interval);
         self.next_probe = Some(now + jitter);
         self.next_push_pull = Some(now + self.config.push_pull_interval);
+        self.next_gossip = Some(now);
+    }
+
+    /// A gossip round that fell due while nothing was queued runs at once when
+    /// something is, not at its past instant (`poll_timeout` never goes back in time).
+    fn gossip_not_before(&mut self, now: Instant) {
+        if let Some(t) = &mut self.next_gossip {
+            *t = (*t).max(now);
+        }
+    }
+
+    /// When the next gossip round runs: only while updates are queued (and gossip
+    /// is on).
+    fn gossip_due(&self) -> Option<Instant> {
+        if self.config.gossip_nodes == 0 || self.broadcasts.is_empty() {
+            return None;
+        }
+        self.next_gossip
+    }
+
+    /// A gossip round: a gossip packet (filled with queued updates as it is polled)
+    /// to `gossip_nodes` distinct random live members: one random neighbour, if any
+    /// (cheap to reach: no signature, no relay), and the others drawn from all live
+    /// members, so the updates spread as an epidemic instead of going round and round
+    /// the same few links (and being used up there).
+    fn gossip_round(&mut self, now: Instant) {
+        self.next_gossip = Some(now + self.config.gossip_interval);
+        for node in self.gossip_targets() {
+            self.send(node, Message::Gossip);
+        }
+    }
+
+    /// The members a gossip round sends to (see [`gossip_round`](Swim::gossip_round)).
+    pub(super) fn gossip_targets(&mut self) -> Vec<NodeId> {
+        let want = self.config.gossip_nodes;
+        if want == 0 {
+            return Vec::new();
+        }
+        let neighbours = core::mem::take(&mut self.neighbours);
+        let linked = |node: &NodeId| neighbours.binary_search(node).is_ok();
+        let mut targets = self.random_members(1, |node, m| m.state.is_live() && linked(node));
+        let first = targets.first().copied();
+        let more = self.random_members(want.saturating_sub(targets.len()), |node, m| {
+            m.state.is_live() && Some(*node) != first
+        });
+        targets.extend(more);
+        self.neighbours = neighbours;
+        targets
     }
 
     fn random_duration(&mut self, below: Duration) -> Duration {
@@ -414,8 +494,9 @@ impl Swim {
         })
     }
 
-    /// Append the update count and as many queued updates as fit in `max_packet`.
-    pub(super) fn piggyback(&mut self, b: &mut BytesMut, first: Option<Update>) {
+    /// Append the update count and as many queued updates as fit in `max_packet`;
+    /// returns how many.
+    pub(super) fn piggyback(&mut self, b: &mut BytesMut, first: Option<Update>) -> usize {
         let mut budget = self.config.max_packet.saturating_sub(b.len() + 1);
         let mut updates = Vec::new();
         let skip = first.as_ref().map(Update::node);
@@ -431,6 +512,7 @@ impl Swim {
             .take(budget, MAX_UPDATES - updates.len(), limit, skip);
         updates.extend(more);
         put_updates(b, &updates);
+        updates.len()
     }
 
     /// Queue a small packet; dropped (and counted) when `max_queued` are waiting.

@@ -970,3 +970,73 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn gossip_rounds_send_queued_updates_to_one_neighbour_and_random_members_and_stop_when_drained() {
+    let n = |b: u8| NodeId::from_bytes([b; 32]);
+    let gossip_round = |swim: &mut Swim, t: Instant| -> Vec<(NodeId, Packet)> {
+        swim.handle_timeout(t);
+        core::iter::from_fn(|| swim.poll_transmit(t))
+            .map(|tx| (tx.to, decode(&tx)))
+            .filter(|(_, p)| p.message == Message::Gossip)
+            .collect()
+    };
+    let (mut swim, other) = pair();
+    let t0 = Instant::ZERO;
+    let news: Vec<Update> = (10..18).map(|b| alive(n(b), 1)).collect();
+    swim.handle_packet(t0, other, &packet(Message::Nack { seq: 0 }, news))
+        .unwrap();
+    swim.set_neighbours([n(11), n(10), n(99), n(10)]);
+    assert_eq!(swim.poll_timeout(), Some(t0), "a round is due at once");
+    let sent = gossip_round(&mut swim, t0);
+    let to: BTreeSet<NodeId> = sent.iter().map(|(to, _)| *to).collect();
+    assert_eq!(sent.len(), 3, "gossip_nodes packets");
+    assert_eq!(to.len(), 3, "to distinct members");
+    assert!(!to.contains(&n(99)), "only known members");
+    // Over many rounds: a neighbour each time, the others drawn from all members.
+    let mut others = BTreeSet::new();
+    for _ in 0..50 {
+        let picked = swim.gossip_targets();
+        assert_eq!(picked.len(), 3);
+        let linked = picked.iter().filter(|x| [n(10), n(11)].contains(x)).count();
+        assert!(linked >= 1, "a neighbour each round: {picked:?}");
+        others.extend(picked.into_iter().filter(|x| ![n(10), n(11)].contains(x)));
+    }
+    assert!(others.len() > 3, "the rest are random members: {others:?}");
+    assert!(sent.iter().all(|(_, p)| p.updates.len() == 8));
+    // λ log N transmissions each: used up within a few rounds, then no more gossip.
+    let interval = SwimConfig::lan().gossip_interval;
+    let mut t = t0;
+    while !swim.broadcasts.is_empty() {
+        let next = swim.poll_timeout().unwrap();
+        assert!(next <= t + interval);
+        t = next;
+        gossip_round(&mut swim, t);
+        assert!(t < t0 + 5 * interval, "drained");
+    }
+    assert!(gossip_round(&mut swim, t + interval).is_empty());
+    assert!(
+        swim.poll_timeout().unwrap() > t + interval,
+        "no gossip round is due"
+    );
+}
+
+#[test]
+fn without_gossip_nodes_updates_ride_only_on_other_packets() {
+    let (mut swim, other) = pair();
+    swim.config.gossip_nodes = 0;
+    let t0 = Instant::ZERO;
+    let news: Vec<Update> = (10..18)
+        .map(|b| alive(NodeId::from_bytes([b; 32]), 1))
+        .collect();
+    swim.handle_packet(t0, other, &packet(Message::Nack { seq: 0 }, news))
+        .unwrap();
+    assert!(swim.poll_timeout().unwrap() > t0);
+    for ms in 0..900 {
+        let t = t0 + Duration::from_millis(ms);
+        swim.handle_timeout(t);
+        while let Some(tx) = swim.poll_transmit(t) {
+            assert_ne!(decode(&tx).message, Message::Gossip);
+        }
+    }
+}

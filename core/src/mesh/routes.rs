@@ -85,7 +85,6 @@ impl Routes {
     }
 
     /// Whether `n`'s link is degraded.
-    #[cfg(test)]
     pub(crate) fn is_degraded(&self, n: &NodeId) -> bool {
         self.degraded.contains(n)
     }

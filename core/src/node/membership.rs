@@ -55,9 +55,17 @@ impl Node {
         self.flush_membership();
     }
 
-    /// SWIM's timers.
+    /// SWIM's timers. SWIM's gossip rounds prefer the peers whose links flow (a
+    /// packet to them needs no signature and no relay).
     pub(super) fn membership_timers(&mut self) {
         if let Some(swim) = &mut self.swim {
+            let routes = &self.routes;
+            swim.set_neighbours(
+                self.peers
+                    .keys()
+                    .copied()
+                    .filter(|n| !routes.is_degraded(n)),
+            );
             swim.handle_timeout(self.now);
             self.flush_membership();
         }
