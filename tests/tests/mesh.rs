@@ -293,18 +293,7 @@ fn two_hundred_nodes_with_resets_deliver_every_message_exactly_once() {
             let nodes = sim.add_nodes(n, &node_config);
             let mut rng = sim.rng();
             // A random tree keeps the graph connected; two more random seeds each.
-            for i in 1..n {
-                let parent = (rng.next_u64() % i as u64) as usize;
-                sim.seed(nodes[i], nodes[parent]);
-            }
-            for i in 0..n {
-                for _ in 0..2 {
-                    let j = (rng.next_u64() % n as u64) as usize;
-                    if j != i {
-                        sim.seed(nodes[i], nodes[j]);
-                    }
-                }
-            }
+            sim.seed_random_tree(&nodes, 2, &mut rng);
             let converged = sim.run_until(60 * SEC, |s| {
                 nodes
                     .iter()

@@ -38,18 +38,7 @@ fn an_update_reaches_all_of_a_thousand_nodes_and_a_node_that_missed_it_repairs()
             let n = 1000;
             let nodes = sim.add_nodes(n, &config);
             let mut rng = sim.rng();
-            for i in 1..n {
-                let parent = (rng.next_u64() % i as u64) as usize;
-                sim.seed(nodes[i], nodes[parent]);
-            }
-            for i in 0..n {
-                for _ in 0..2 {
-                    let j = (rng.next_u64() % n as u64) as usize;
-                    if j != i {
-                        sim.seed(nodes[i], nodes[j]);
-                    }
-                }
-            }
+            sim.seed_random_tree(&nodes, 2, &mut rng);
             let linked = sim.run_until(60 * SEC, |s| nodes.iter().all(|&a| s.peer_count(a) > 0));
             assert!(linked.is_some(), "every node linked");
             sim.run_for(2 * SEC);

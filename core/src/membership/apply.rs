@@ -100,18 +100,11 @@ impl Swim {
 
     fn alive(&mut self, now: Instant, node: NodeId, incarnation: u64, addrs: &[String]) -> bool {
         let Some(m) = self.members.get(&node) else {
-            let row = Member {
-                state: MemberState::Alive,
-                incarnation,
-                addrs: addrs.to_vec(),
-                since: now,
-                heard: true,
-            };
+            let row = Member::new(MemberState::Alive, incarnation, addrs, now, true);
             if !self.members.insert(node, row) {
                 self.stats.members_refused += 1;
                 return false;
             }
-            self.became_live(node);
             self.event(MemberEvent::Up {
                 node,
                 addrs: addrs.to_vec(),
@@ -125,13 +118,12 @@ impl Swim {
         let was = m.state;
         self.members
             .set(now, &node, MemberState::Alive, incarnation);
-        self.members.heard(&node, addrs.to_vec());
+        self.members.heard(&node, addrs);
         self.suspicions.remove(&node);
         match was {
             MemberState::Alive => {}
             MemberState::Suspect => self.event(MemberEvent::Alive { node }),
             MemberState::Dead | MemberState::Left => {
-                self.became_live(node);
                 self.event(MemberEvent::Up {
                     node,
                     addrs: addrs.to_vec(),

@@ -1,10 +1,9 @@
 //! The member table: every other node this one knows of, bounded, with a running
 //! count of the live (alive or suspect) ones.
 
-use alloc::collections::BTreeMap;
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::ops::Bound;
 use core::time::Duration;
 
 use crate::{Instant, NodeId};
@@ -42,22 +41,81 @@ pub struct MemberInfo {
     pub addrs: Vec<String>,
 }
 
-/// One row of the table.
+/// A member's advertised addresses, packed: each as `[u8 len][bytes]` in one
+/// allocation of exactly their size (none: no allocation). At most 4 addresses of 1 to
+/// 255 bytes reach the table (`valid_addrs`); longer ones are cut off here anyway.
+#[derive(Clone, Default, PartialEq, Eq, Debug)]
+pub(crate) struct Addrs(Option<Box<[u8]>>);
+
+impl Addrs {
+    pub(crate) fn new(addrs: &[String]) -> Self {
+        if addrs.is_empty() {
+            return Addrs(None);
+        }
+        let mut packed = Vec::with_capacity(addrs.iter().map(|a| a.len().min(255) + 1).sum());
+        for a in addrs {
+            let bytes = &a.as_bytes()[..a.len().min(255)];
+            packed.push(bytes.len() as u8);
+            packed.extend_from_slice(bytes);
+        }
+        Addrs(Some(packed.into_boxed_slice()))
+    }
+
+    /// The addresses as strings (a cut that split a character is dropped).
+    pub(crate) fn to_vec(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest: &[u8] = self.0.as_deref().unwrap_or_default();
+        while let Some((&len, tail)) = rest.split_first() {
+            let (addr, next) = tail.split_at(usize::from(len).min(tail.len()));
+            if let Ok(a) = core::str::from_utf8(addr) {
+                out.push(String::from(a));
+            }
+            rest = next;
+        }
+        out
+    }
+}
+
+/// One row of the table (24 bytes beside its 32-byte id).
 #[derive(Clone, Debug)]
 pub(crate) struct Member {
-    pub(crate) state: MemberState,
     pub(crate) incarnation: u64,
-    pub(crate) addrs: Vec<String>,
-    /// When `state` last changed (dead and left rows expire from here).
-    pub(crate) since: Instant,
+    pub(crate) addrs: Addrs,
+    /// When `state` last changed, in whole seconds of [`Instant`] (dead and left rows
+    /// expire from here).
+    since_secs: u32,
+    pub(crate) state: MemberState,
     /// False for a row made by `contact` and not yet confirmed by any Alive update:
     /// such a row is never gossiped, and the first Alive at any incarnation replaces it.
     pub(crate) heard: bool,
 }
 
-/// Every other known node, at most `capacity` of them.
+fn secs(t: Instant) -> u32 {
+    u32::try_from(t.as_micros() / 1_000_000).unwrap_or(u32::MAX)
+}
+
+impl Member {
+    pub(crate) fn new(
+        state: MemberState,
+        incarnation: u64,
+        addrs: &[String],
+        now: Instant,
+        heard: bool,
+    ) -> Self {
+        Member {
+            incarnation,
+            addrs: Addrs::new(addrs),
+            since_secs: secs(now),
+            state,
+            heard,
+        }
+    }
+}
+
+/// Every other known node, at most `capacity` of them, in a vector sorted by id: no
+/// per-row allocation beyond the addresses, and at most 1/8 spare capacity.
 pub(crate) struct Members {
-    rows: BTreeMap<NodeId, Member>,
+    rows: Vec<(NodeId, Member)>,
     live: usize,
     capacity: usize,
 }
@@ -65,14 +123,23 @@ pub(crate) struct Members {
 impl Members {
     pub(crate) fn new(capacity: usize) -> Self {
         Members {
-            rows: BTreeMap::new(),
+            rows: Vec::new(),
             live: 0,
             capacity,
         }
     }
 
+    fn find(&self, node: &NodeId) -> Result<usize, usize> {
+        self.rows.binary_search_by(|(n, _)| n.cmp(node))
+    }
+
     pub(crate) fn get(&self, node: &NodeId) -> Option<&Member> {
-        self.rows.get(node)
+        self.find(node).ok().map(|i| &self.rows[i].1)
+    }
+
+    fn get_mut(&mut self, node: &NodeId) -> Option<&mut Member> {
+        let i = self.find(node).ok()?;
+        Some(&mut self.rows[i].1)
     }
 
     /// Rows of any state.
@@ -88,13 +155,20 @@ impl Members {
 
     /// Add a row for an unknown node; `false` (nothing changed) when full or known.
     pub(crate) fn insert(&mut self, node: NodeId, member: Member) -> bool {
-        if self.rows.len() >= self.capacity || self.rows.contains_key(&node) {
+        if self.rows.len() >= self.capacity {
             return false;
         }
+        let Err(at) = self.find(&node) else {
+            return false;
+        };
         if member.state.is_live() {
             self.live += 1;
         }
-        self.rows.insert(node, member);
+        if self.rows.len() == self.rows.capacity() {
+            // Grow by an eighth: amortised O(1) moves per row, little spare room.
+            self.rows.reserve_exact(self.rows.len() / 8 + 4);
+        }
+        self.rows.insert(at, (node, member));
         true
     }
 
@@ -106,49 +180,55 @@ impl Members {
         state: MemberState,
         incarnation: u64,
     ) -> Option<MemberState> {
-        let row = self.rows.get_mut(node)?;
+        let row = self.get_mut(node)?;
         let was = row.state;
+        if was != state {
+            row.since_secs = secs(now);
+        }
+        row.state = state;
+        row.incarnation = incarnation;
         match (was.is_live(), state.is_live()) {
             (true, false) => self.live -= 1,
             (false, true) => self.live += 1,
             _ => {}
         }
-        if was != state {
-            row.since = now;
-        }
-        row.state = state;
-        row.incarnation = incarnation;
         Some(was)
     }
 
     /// Record that the node's own word was heard, with its addresses.
-    pub(crate) fn heard(&mut self, node: &NodeId, addrs: Vec<String>) {
-        if let Some(row) = self.rows.get_mut(node) {
+    pub(crate) fn heard(&mut self, node: &NodeId, addrs: &[String]) {
+        if let Some(row) = self.get_mut(node) {
             row.heard = true;
-            row.addrs = addrs;
+            row.addrs = Addrs::new(addrs);
         }
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&NodeId, &Member)> {
-        self.rows.iter()
+        self.rows.iter().map(|(n, m)| (n, m))
     }
 
     /// Rows after `cursor` in id order (all rows when `None`).
     pub(crate) fn after(&self, cursor: Option<NodeId>) -> impl Iterator<Item = (&NodeId, &Member)> {
-        let from = cursor.map_or(Bound::Unbounded, Bound::Excluded);
-        self.rows.range((from, Bound::Unbounded))
+        let from = cursor.map_or(0, |c| self.rows.partition_point(|(n, _)| *n <= c));
+        self.rows[from..].iter().map(|(n, m)| (n, m))
     }
 
-    /// Forget dead and left rows older than `ttl`; returns the forgotten nodes.
+    /// Forget dead and left rows at least `ttl` old; returns the forgotten nodes.
     pub(crate) fn reap(&mut self, now: Instant, ttl: Duration) -> Vec<NodeId> {
+        let now = u64::from(secs(now));
+        let ttl = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
         let mut gone = Vec::new();
-        self.rows.retain(|node, row| {
-            let keep = row.state.is_live() || now < row.since + ttl;
+        self.rows.retain(|(node, row)| {
+            let keep = row.state.is_live() || now < u64::from(row.since_secs) + ttl;
             if !keep {
                 gone.push(*node);
             }
             keep
         });
+        if self.rows.capacity() > self.rows.len() + self.rows.len() / 4 + 8 {
+            self.rows
+                .shrink_to(self.rows.len() + self.rows.len() / 8 + 4);
+        }
         gone
     }
 }
@@ -159,7 +239,7 @@ impl MemberInfo {
             node,
             state: m.state,
             incarnation: m.incarnation,
-            addrs: m.addrs.clone(),
+            addrs: m.addrs.to_vec(),
         }
     }
 }
@@ -173,13 +253,21 @@ mod tests {
     }
 
     fn row(state: MemberState) -> Member {
-        Member {
-            state,
-            incarnation: 0,
-            addrs: Vec::new(),
-            since: Instant::ZERO,
-            heard: true,
-        }
+        Member::new(state, 0, &[], Instant::ZERO, true)
+    }
+
+    #[test]
+    fn addresses_pack_and_unpack() {
+        use alloc::string::ToString;
+        let addrs = ["tcp://10.0.0.1:7000".to_string(), "ws://h:1/p".to_string()];
+        let packed = Addrs::new(&addrs);
+        assert_eq!(packed.to_vec(), addrs);
+        assert_eq!(packed.0.as_ref().unwrap().len(), 19 + 10 + 2, "exact size");
+        assert_eq!(Addrs::new(&[]), Addrs::default());
+        assert!(Addrs::default().to_vec().is_empty());
+        let long = "x".repeat(300);
+        let cut = Addrs::new(core::slice::from_ref(&long)).to_vec();
+        assert_eq!(cut, [long[..255].to_string()]);
     }
 
     #[test]

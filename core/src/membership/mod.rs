@@ -5,7 +5,8 @@
 //! hands incoming packets to [`Swim::handle_packet`]. Packets may be lost, delayed or
 //! reordered. Like memberlist:
 //!
-//! * every probe round pings the next member of a shuffled list; without an ack in
+//! * every probe round pings the next member in a random order (a new one each pass
+//!   over the members); without an ack in
 //!   time, `k` other members ping it for us (and nack if they get no answer either);
 //!   a member that missed a whole round is suspected;
 //! * a suspicion times out into Dead after a delay that starts at its maximum and

@@ -32,53 +32,57 @@ pub(crate) struct Relay {
     pub(crate) expires: Instant,
 }
 
-/// Members in a random order, each probed once per pass; reshuffled when exhausted.
+/// Members in a random order, each probed once per pass, without a list: a pass
+/// ranks the live members by a keyed mix of their ids (a fresh random key each pass)
+/// and probes them in rank order, finding the next one by a scan (O(N) per probe round,
+/// no memory per member). A member that joins during a pass is probed in it when it
+/// ranks after the cursor, else in the next pass, like memberlist's insertion at a
+/// random position.
 #[derive(Default)]
 pub(crate) struct ProbeOrder {
-    list: Vec<NodeId>,
-    next: usize,
+    /// This pass's key; `None` before the first (every member must draw its own).
+    key: Option<u64>,
+    cursor: Option<(u64, NodeId)>,
 }
 
 impl ProbeOrder {
-    /// Insert at a random position; past `cap` entries (stale ones accumulate while
-    /// members come and go) the list is dropped and rebuilt at the next pick.
-    pub(crate) fn insert(&mut self, node: NodeId, cap: usize, rng: &mut Rng) {
-        if self.list.len() >= cap {
-            self.list.clear();
-            self.next = 0;
-            return;
-        }
-        let at = below(rng, self.list.len() + 1);
-        self.list.insert(at, node);
-        if at < self.next {
-            self.next += 1;
-        }
+    fn rank(key: u64, node: &NodeId) -> (u64, NodeId) {
+        let head = node
+            .as_bytes()
+            .first_chunk::<8>()
+            .copied()
+            .unwrap_or_default();
+        (mix(u64::from_le_bytes(head) ^ key), *node)
     }
 
     /// The next live member to probe.
     pub(crate) fn next(&mut self, members: &Members, rng: &mut Rng) -> Option<NodeId> {
-        for pass in 0..2 {
-            while let Some(node) = self.list.get(self.next).copied() {
-                self.next += 1;
-                if members.get(&node).is_some_and(|m| m.state.is_live()) {
-                    return Some(node);
-                }
+        let mut key = *self.key.get_or_insert_with(|| rng.next_u64());
+        for _ in 0..2 {
+            let next = members
+                .iter()
+                .filter(|(_, m)| m.state.is_live())
+                .map(|(node, _)| Self::rank(key, node))
+                .filter(|r| self.cursor.is_none_or(|c| *r > c))
+                .min();
+            if let Some(r) = next {
+                self.cursor = Some(r);
+                return Some(r.1);
             }
-            if pass == 0 {
-                self.list = members
-                    .iter()
-                    .filter(|(_, m)| m.state.is_live())
-                    .map(|(node, _)| *node)
-                    .collect();
-                for i in (1..self.list.len()).rev() {
-                    let j = below(rng, i + 1);
-                    self.list.swap(i, j);
-                }
-                self.next = 0;
-            }
+            // The pass is over: a new order.
+            key = rng.next_u64();
+            self.key = Some(key);
+            self.cursor = None;
         }
         None
     }
+}
+
+/// SplitMix64's finaliser: a bijection that scatters keyed ids.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// A random index below `n` (`n > 0`).

@@ -98,7 +98,7 @@ impl Swim {
             MemberState::Alive => Update::Alive {
                 node,
                 incarnation,
-                addrs: m.addrs.clone(),
+                addrs: m.addrs.to_vec(),
             },
             MemberState::Suspect => Update::Suspect {
                 node,

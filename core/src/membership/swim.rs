@@ -173,15 +173,8 @@ impl Swim {
         }
         self.start(now);
         if self.members.get(&node).is_none() {
-            let row = Member {
-                state: MemberState::Alive,
-                incarnation: 0,
-                addrs: Vec::new(),
-                since: now,
-                heard: false,
-            };
+            let row = Member::new(MemberState::Alive, 0, &[], now, false);
             if self.members.insert(node, row) {
-                self.became_live(node);
                 self.event(MemberEvent::Up {
                     node,
                     addrs: Vec::new(),
@@ -536,12 +529,6 @@ impl Swim {
     pub(super) fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
         self.seq
-    }
-
-    /// A member became alive or suspect: insert it in the probe order.
-    pub(super) fn became_live(&mut self, node: NodeId) {
-        let cap = self.config.max_members.saturating_mul(2);
-        self.probe_order.insert(node, cap, &mut self.rng);
     }
 
     pub(super) fn health_up(&mut self, by: u32) {

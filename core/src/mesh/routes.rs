@@ -11,10 +11,12 @@
 //! trips: [`crate::link::Link::is_degraded`]) is a last resort as a *relay*: a route
 //! through it to another node is used only when no other neighbour offers one, and is
 //! not advertised, so the rest of the mesh stops relaying through the link within one
-//! triggered update. The neighbour itself is still reached over its link (every way
-//! to it may be as slow) and still advertised at distance 1, so it stays reachable;
-//! ranking a detour to it first would make two of its neighbours each prefer the
-//! other's offer and withdraw their own, forever.
+//! triggered update. The neighbour itself stays reachable: its own link counts as
+//! [`DEGRADED_DISTANCE`] links, advertised as such, so a detour through a neighbour
+//! whose link to it flows wins, and when every link to it is degraded (it is the slow
+//! one) each of its neighbours keeps its own link. (Demoting the direct route below
+//! every detour instead makes two such neighbours take turns preferring each other's
+//! offer, an endless storm of triggered updates.)
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
@@ -24,12 +26,16 @@ use crate::NodeId;
 /// Distances at or beyond this are not routes.
 pub const UNREACHABLE: u8 = 16;
 
+/// The distance of a neighbour over a degraded link.
+pub const DEGRADED_DISTANCE: u8 = 3;
+
 /// The best known way to a node.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Route {
     /// The neighbour to hand envelopes to.
     pub next_hop: NodeId,
-    /// Links to the destination (1 = a neighbour).
+    /// Links to the destination (1 = a neighbour; a degraded link counts as
+    /// [`DEGRADED_DISTANCE`]).
     pub hops: u8,
 }
 
@@ -111,13 +117,13 @@ impl Routes {
     }
 
     /// Rebuild the best routes; true if they changed. Ranked by (relayed through a
-    /// degraded link, hops, next hop).
+    /// degraded link, distance, next hop).
     fn recompute(&mut self) -> bool {
         let mut best: BTreeMap<NodeId, Route> = BTreeMap::new();
         let degraded = &self.degraded;
         let rank = |dest: &NodeId, r: &Route| {
-            let detour = r.next_hop != *dest && degraded.contains(&r.next_hop);
-            (detour, r.hops, r.next_hop)
+            let relayed = r.next_hop != *dest && degraded.contains(&r.next_hop);
+            (relayed, r.hops, r.next_hop)
         };
         let mut offer = |dest: NodeId, route: Route| {
             let better = best
@@ -128,13 +134,12 @@ impl Routes {
             }
         };
         for (n, table) in &self.adverts {
-            offer(
-                *n,
-                Route {
-                    next_hop: *n,
-                    hops: 1,
-                },
-            );
+            let hops = if degraded.contains(n) {
+                DEGRADED_DISTANCE
+            } else {
+                1
+            };
+            offer(*n, Route { next_hop: *n, hops });
             for (d, h) in table {
                 if h + 1 < UNREACHABLE {
                     offer(
@@ -256,17 +261,41 @@ mod tests {
         r.dirty = false;
         assert!(r.set_degraded(n(1), true));
         assert!(r.dirty && r.is_degraded(&n(1)));
-        // Around the degraded link, even when longer; to n1 itself over its link.
+        // Around the degraded link, even when longer; to n1 itself through n2, whose
+        // link to it flows.
         assert_eq!(r.get(&n(3)).unwrap().next_hop, n(2));
         assert_eq!(r.get(&n(3)).unwrap().hops, 4);
-        assert_eq!(r.get(&n(1)).unwrap().next_hop, n(1));
-        assert!(r.advert_for(&n(2)).contains(&(n(1), 1)), "still reachable");
+        assert_eq!(
+            r.get(&n(1)).unwrap(),
+            Route {
+                next_hop: n(2),
+                hops: 2
+            }
+        );
+        // n2's link to n1 is degraded too (n1 is the slow one): our own link, which we
+        // advertise at its degraded distance, so that n2 keeps its own as well.
+        r.advertised(n(2), &[(n(3), 3), (n(1), DEGRADED_DISTANCE)]);
+        assert_eq!(
+            r.get(&n(1)).unwrap(),
+            Route {
+                next_hop: n(1),
+                hops: DEGRADED_DISTANCE
+            }
+        );
+        assert!(r.advert_for(&n(2)).contains(&(n(1), DEGRADED_DISTANCE)));
         // No other way to n4: through the degraded link, but not offered to anyone.
         assert_eq!(r.get(&n(4)).unwrap().next_hop, n(1));
         assert!(r.advert_for(&n(2)).iter().all(|(d, _)| *d != n(4)));
         assert!(!r.set_degraded(n(1), true), "already degraded");
         assert!(r.set_degraded(n(1), false));
         assert_eq!(r.get(&n(3)).unwrap().next_hop, n(1));
+        assert_eq!(
+            r.get(&n(1)).unwrap(),
+            Route {
+                next_hop: n(1),
+                hops: 1
+            }
+        );
         assert!(r.advert_for(&n(2)).contains(&(n(4), 2)));
         r.set_degraded(n(2), true);
         r.neighbour_down(&n(2));

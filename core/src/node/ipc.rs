@@ -149,18 +149,22 @@ impl Node {
         id
     }
 
-    /// The link to `dest` if there is one, else the best route (which avoids relaying
-    /// through degraded links when it can).
+    /// The link to `dest` unless it is degraded; else the best route (which avoids
+    /// relaying through degraded links when it can, and may be that link after all).
     pub(super) fn way_to(&self, dest: &NodeId) -> Way {
-        if let Some(&c) = self.peers.get(dest) {
+        let direct = self.peers.get(dest).copied();
+        if let Some(c) = direct.filter(|_| !self.routes.is_degraded(dest)) {
             return Way::Direct(c);
         }
-        match self.routes.get(dest) {
-            Some(r) => match self.peers.get(&r.next_hop) {
-                Some(&c) => Way::Relay(c, r.hops),
-                None => Way::None,
-            },
-            None => Way::None,
+        let relay = self
+            .routes
+            .get(dest)
+            .filter(|r| r.next_hop != *dest)
+            .and_then(|r| Some((*self.peers.get(&r.next_hop)?, r.hops)));
+        match (relay, direct) {
+            (Some((c, hops)), _) => Way::Relay(c, hops),
+            (None, Some(c)) => Way::Direct(c),
+            (None, None) => Way::None,
         }
     }
 

@@ -260,6 +260,24 @@ impl Sim {
         self.test_rng.fork()
     }
 
+    /// Seed `nodes` into a random tree (each node after the first seeds one earlier
+    /// node, so the graph is connected), then give each `chords` more random seeds.
+    pub fn seed_random_tree(&mut self, nodes: &[NodeIdx], chords: usize, rng: &mut Rng) {
+        let n = nodes.len();
+        for i in 1..n {
+            let parent = (rng.next_u64() % i as u64) as usize;
+            self.seed(nodes[i], nodes[parent]);
+        }
+        for i in 0..n {
+            for _ in 0..chords {
+                let j = (rng.next_u64() % n as u64) as usize;
+                if j != i {
+                    self.seed(nodes[i], nodes[j]);
+                }
+            }
+        }
+    }
+
     /// Add a node with a fresh identity; it starts at the current time.
     pub fn add_node(&mut self, config: NodeConfig) -> NodeIdx {
         let idx = NodeIdx(self.hosts.len());
