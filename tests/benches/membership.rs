@@ -613,8 +613,9 @@ fn crash_figures(
         report.note(format!(
             "N={n}{label}: the crash target cannot be met with this configuration: a \
              suspicion alone lasts at least {min:.1} s (suspicion_mult {} x log10 N x probe \
-             interval), before which no member declares the crashed one dead",
+             interval, at least {:.1} s), before which no member declares the crashed one dead",
             swim.suspicion_mult,
+            swim.suspicion_min_timeout.as_secs_f64(),
         ));
     }
     if let (Some(_), Some(all), Some(first)) = (met, p50, first_p50) {
@@ -650,9 +651,10 @@ fn crash_figures(
 
 /// Lifeguard's suspicion timeout bounds in seconds (min, max) as `Swim` computes them.
 fn suspicion_bounds(swim: &SwimConfig, n: usize) -> (f64, f64) {
-    let min = f64::from(swim.suspicion_mult)
+    let min = (f64::from(swim.suspicion_mult)
         * (n as f64).log10().max(1.0)
-        * swim.probe_interval.as_secs_f64();
+        * swim.probe_interval.as_secs_f64())
+    .max(swim.suspicion_min_timeout.as_secs_f64());
     (min, min * f64::from(swim.suspicion_max_timeout_mult))
 }
 

@@ -167,12 +167,14 @@ fn suspicions(sim: &Sim, nodes: &[NodeIdx]) -> usize {
 }
 
 /// The suspicion timeout bounds for `n` live members (`SwimConfig::suspicion_mult`
-/// × max(1, log10 n) × probe interval, and `suspicion_max_timeout_mult` times that),
-/// widened by 1 ms each way: the core computes log10 in 16.16 fixed point.
+/// × max(1, log10 n) × probe interval, at least `suspicion_min_timeout`, and
+/// `suspicion_max_timeout_mult` times that), widened by 1 ms each way: the core
+/// computes log10 in 16.16 fixed point.
 fn suspicion_bounds(c: &SwimConfig, n: usize) -> (Duration, Duration) {
     let min = c
         .probe_interval
-        .mul_f64(f64::from(c.suspicion_mult) * (n as f64).log10().max(1.0));
+        .mul_f64(f64::from(c.suspicion_mult) * (n as f64).log10().max(1.0))
+        .max(c.suspicion_min_timeout);
     let ms = Duration::from_millis(1);
     (min - ms, min * c.suspicion_max_timeout_mult + ms)
 }
@@ -210,7 +212,8 @@ fn secs(d: Duration) -> f64 {
 /// * detection: SWIM's round-robin makes every member probe the victim at least once
 ///   in any `2(N − 1)` rounds, and the failed probe is a suspicion one round later;
 /// * the first `Down` comes between the suspicion timeout's minimum and maximum
-///   (`2 × log10 20` = 2.6 s and 6 × that = 15.6 s) after the first suspicion;
+///   (its 4 s floor, above `1 × log10 20` = 1.3 s, and 9 × that = 36 s) after the
+///   first suspicion;
 /// * every other member follows within `λ × ceil(log10 21)` = 8 rounds (the Dead
 ///   update's gossip budget) of the first.
 #[test]
@@ -322,7 +325,7 @@ fn a_crashed_member_is_suspected_then_declared_down_by_every_member() {
 
 /// 20 nodes; one is paused five times for 2.5 s, 15 s apart: longer than a probe
 /// round (1 s, of which 0.5 s probe timeout) but well within the suspicion timeout
-/// (at least 2.6 s for N = 20, counted from a failed round, so at least 3.6 s from the
+/// (at least 4 s for N = 20, counted from a failed round, so at least 5 s from the
 /// start of the pause; the margin is the time the paused node needs to hear of the
 /// suspicion once it resumes and for its refutation to spread). It is suspected,
 /// refutes every time (its incarnation rises and every member follows it) and nobody

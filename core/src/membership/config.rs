@@ -25,13 +25,18 @@ pub struct SwimConfig {
     pub probe_timeout: Duration,
     /// k: members asked to probe a target that did not answer directly.
     pub indirect_checks: usize,
-    /// α: minimum suspicion timeout = `suspicion_mult × max(1, log10 N) × probe_interval`,
-    /// reached with `suspicion_confirmations` independent confirmations. The timeout a
+    /// α: minimum suspicion timeout = `max(suspicion_min_timeout, suspicion_mult ×
+    /// max(1, log10 N) × probe_interval)`, reached with `suspicion_confirmations`
+    /// independent confirmations. The timeout a
     /// node applies is scaled by its current health (beyond Lifeguard, which scales
     /// only probing: a node slow to handle packets hears refutations late).
     pub suspicion_mult: u32,
     /// β: maximum suspicion timeout = this × the minimum (with no confirmation).
     pub suspicion_max_timeout_mult: u32,
+    /// The floor of the minimum suspicion timeout, whatever N (not in memberlist): the
+    /// time a suspected member always has to refute, through a stall or a pause, so
+    /// that α can be small for large clusters without making small ones hasty.
+    pub suspicion_min_timeout: Duration,
     /// K: independent confirmations (suspicions of the same member from other
     /// members) that bring the timeout down from its maximum to its minimum; 0 when
     /// the cluster has fewer than `K + 2` live members. (memberlist ties it to
@@ -67,17 +72,20 @@ pub struct SwimConfig {
 }
 
 impl SwimConfig {
-    /// memberlist's `DefaultLANConfig` timing, except a shorter suspicion: α = 2
-    /// (memberlist: 4) with K = 3 confirmations (memberlist: α - 2 = 2), so that a
-    /// crash in 1000 members is known everywhere within about 8 s (min 6 s, max 36 s;
-    /// N = 100: 4 s to 24 s; N <= 10: 2 s to 12 s).
+    /// memberlist's `DefaultLANConfig` timing, except the suspicion: α = 1 (memberlist:
+    /// 4) with a 4 s floor, β = 9 (memberlist: 6) and K = 3 confirmations (memberlist:
+    /// α - 2 = 2). Up to N = 10^4 the minimum is the floor, 4 s (memberlist: 4 s at
+    /// N <= 10, 12 s at N = 1000), so a crash in 1000 members is known everywhere
+    /// within about 6 s, and an unconfirmed suspicion (one member's view through a
+    /// stalled link) waits 36 s for a refutation.
     pub fn lan() -> Self {
         SwimConfig {
             probe_interval: Duration::from_secs(1),
             probe_timeout: Duration::from_millis(500),
             indirect_checks: 3,
-            suspicion_mult: 2,
-            suspicion_max_timeout_mult: 6,
+            suspicion_mult: 1,
+            suspicion_max_timeout_mult: 9,
+            suspicion_min_timeout: Duration::from_secs(4),
             suspicion_confirmations: 3,
             awareness_max_multiplier: 8,
             retransmit_mult: 4,
@@ -92,12 +100,15 @@ impl SwimConfig {
         }
     }
 
-    /// memberlist's `DefaultWANConfig` timing (K = 4, as memberlist's α - 2).
+    /// memberlist's `DefaultWANConfig` timing: α = 6, β = 6 and K = 4 (memberlist's
+    /// α - 2); no floor beyond α. N <= 10: 30 s to 180 s; N = 1000: 90 s to 540 s.
     pub fn wan() -> Self {
         SwimConfig {
             probe_interval: Duration::from_secs(5),
             probe_timeout: Duration::from_secs(3),
             suspicion_mult: 6,
+            suspicion_max_timeout_mult: 6,
+            suspicion_min_timeout: Duration::ZERO,
             suspicion_confirmations: 4,
             gossip_interval: Duration::from_millis(500),
             gossip_nodes: 4,
@@ -148,7 +159,8 @@ impl SwimConfig {
             .saturating_mul(u128::from(self.suspicion_mult))
             .saturating_mul(u128::from(scale))
             >> 16;
-        let min = Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX));
+        let min = Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+            .max(self.suspicion_min_timeout);
         (min, min.saturating_mul(self.suspicion_max_timeout_mult))
     }
 
@@ -200,15 +212,32 @@ mod tests {
     }
 
     #[test]
-    fn suspicion_bounds_scale_with_log10_n_but_never_below_one() {
+    fn suspicion_bounds_scale_with_log10_n_but_never_below_the_floor() {
         let c = SwimConfig::lan();
+        let four = Duration::from_secs(4);
+        assert_eq!(c.suspicion_bounds(3), (four, four * 9));
+        assert_eq!(c.suspicion_bounds(100), (four, four * 9));
+        assert_eq!(c.suspicion_bounds(1000), (four, four * 9));
+        // α alone beyond 10^4 members.
+        let (min, max) = c.suspicion_bounds(16_384);
+        assert!(min.abs_diff(Duration::from_millis(4214)) < Duration::from_millis(5));
+        assert_eq!(max, min * 9);
+        // Without a floor: α × max(1, log10 N).
+        let bare = SwimConfig {
+            suspicion_min_timeout: Duration::ZERO,
+            ..c
+        };
+        assert_eq!(bare.suspicion_bounds(3).0, Duration::from_secs(1));
+        let (min, _) = bare.suspicion_bounds(1000);
+        assert!(min.abs_diff(Duration::from_secs(3)) < Duration::from_millis(5));
+        // WAN keeps memberlist's α = 6 and β = 6.
+        let wan = SwimConfig::wan();
         assert_eq!(
-            c.suspicion_bounds(3),
-            (Duration::from_secs(2), Duration::from_secs(12))
+            wan.suspicion_bounds(10),
+            (Duration::from_secs(30), Duration::from_secs(180))
         );
-        assert_eq!(c.suspicion_bounds(10).0, Duration::from_secs(2));
-        let (min, max) = c.suspicion_bounds(1000);
-        assert!(min.abs_diff(Duration::from_secs(6)) < Duration::from_millis(5));
+        let (min, max) = wan.suspicion_bounds(1000);
+        assert!(min.abs_diff(Duration::from_secs(90)) < Duration::from_millis(50));
         assert_eq!(max, min * 6);
         // K is its own setting (Lifeguard), no longer suspicion_mult - 2.
         assert_eq!(c.expected_confirmations(4), 0);
