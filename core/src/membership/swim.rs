@@ -397,7 +397,10 @@ impl Swim {
         }
     }
 
-    /// Schedule the first probe round (jittered) and push-pull on the first input.
+    /// Schedule the first probe round and the first periodic push-pull on the first
+    /// input, each at a random point of its first interval (as memberlist staggers
+    /// them): members that joined together do not all wait a whole push-pull interval
+    /// before repairing what the join's gossip missed.
     fn start(&mut self, now: Instant) {
         if self.started || self.left {
             return;
@@ -405,7 +408,8 @@ impl Swim {
         self.started = true;
         let jitter = self.random_duration(self.config.probe_interval);
         self.next_probe = Some(now + jitter);
-        self.next_push_pull = Some(now + self.config.push_pull_interval);
+        let stagger = self.random_duration(self.config.push_pull_interval);
+        self.next_push_pull = Some(now + stagger);
         self.next_gossip = Some(now);
     }
 
