@@ -456,6 +456,7 @@ impl Node {
         self.replication.peers.remove(node);
         self.drop_pulls_of(node, None);
         self.next_chain_pull();
+        self.next_tree_pull();
     }
 
     /// Forget pulls from `node` except one on `keep`.
@@ -526,14 +527,13 @@ impl Node {
             return;
         }
         peer.tree = Some(theirs);
-        let conn = peer.conn;
         if theirs.root == ours.root {
             peer.diverged = None;
             if theirs.version > ours.version {
                 self.set_version_from_peer(theirs.version);
             }
         } else if theirs.version > ours.version {
-            self.start_tree_pull(node, conn, theirs);
+            self.next_tree_pull();
         } else if theirs.version == ours.version && peer.diverged != Some(theirs.root) {
             peer.diverged = Some(theirs.root);
             self.events
@@ -549,6 +549,25 @@ impl Node {
         if let Some(side) = &mut self.replication.tree {
             side.version = version;
             self.sync_changed();
+        }
+    }
+
+    /// Start a tree pull if none runs and a peer holds a higher version with another
+    /// root (the highest such version).
+    fn next_tree_pull(&mut self) {
+        let Some(ours) = self.replication.tree_state() else {
+            return;
+        };
+        let candidate = self
+            .replication
+            .peers
+            .iter()
+            .filter(|(_, p)| p.streams & STREAM_TREE != 0)
+            .filter_map(|(node, p)| Some((p.tree?, *node, p.conn)))
+            .filter(|(t, _, _)| t.version > ours.version && t.root != ours.root)
+            .max_by_key(|(t, node, _)| (t.version, core::cmp::Reverse(*node)));
+        if let Some((theirs, node, conn)) = candidate {
+            self.start_tree_pull(node, conn, theirs);
         }
     }
 
@@ -704,6 +723,7 @@ impl Node {
             side.pull = None;
         }
         self.events.extend(event.map(NodeEvent::Sync));
+        self.next_tree_pull();
     }
 
     /// A ChainSync frame (0x05) from the peer on `conn`.

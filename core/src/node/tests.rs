@@ -856,3 +856,165 @@ fn resolve_asks_the_cluster_caches_not_found_and_rotates_among_providers() {
     }
     assert!(net.nodes[0].resolve(net.now, "").is_err());
 }
+
+mod replication {
+    use super::*;
+    use crate::sync::chain::MemoryChain;
+    use crate::sync::merkle::MemoryStore;
+    use crate::sync::{STREAM_CHAIN, STREAM_TREE};
+
+    fn sync_events(net: &Net, i: usize) -> Vec<SyncEvent> {
+        net.events[i]
+            .iter()
+            .filter_map(|e| match e {
+                NodeEvent::Sync(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn tree(keys: core::ops::Range<u32>) -> MemoryStore {
+        let mut store = MemoryStore::new();
+        for k in keys {
+            crate::sync::merkle::KvStore::insert(&mut store, &k.to_be_bytes(), b"v");
+        }
+        store
+    }
+
+    fn no_membership() -> NodeConfig {
+        let mut c = config();
+        c.membership = None;
+        c
+    }
+
+    #[test]
+    fn the_hello_names_the_streams_and_the_chain_head() {
+        let mut net = Net::new(2, no_membership());
+        let chain = MemoryChain::from_payloads([&b"a"[..], b"b", b"c"]).unwrap();
+        net.nodes[0].set_chain_store(chain);
+        net.nodes[0].set_tree_store(tree(0..3), 1).unwrap();
+        let hello = &net.nodes[0].config().link.handshake;
+        assert_eq!(hello.chain_seq, 3);
+        assert_eq!(hello.supported_sync_streams, STREAM_CHAIN | STREAM_TREE);
+        net.nodes[0].append_chain(net.now, &b"d"[..]).unwrap();
+        assert_eq!(net.nodes[0].config().link.handshake.chain_seq, 4);
+        // A node without stores says so, and its peer never pulls from it nor offers it
+        // anything: no sync traffic, no sync events.
+        net.nodes[1].add_seed(net.now, "n0");
+        net.advance(Duration::ZERO);
+        net.advance(Duration::from_secs(6));
+        assert_eq!(
+            net.nodes[1].config().link.handshake.supported_sync_streams,
+            0
+        );
+        assert!(sync_events(&net, 0).is_empty() && sync_events(&net, 1).is_empty());
+        assert_eq!(net.nodes[1].stats().malformed_gossip, 0);
+    }
+
+    #[test]
+    fn an_append_is_advertised_and_pulled_within_the_advertise_delay() {
+        let mut net = Net::new(2, no_membership());
+        net.nodes[0].set_chain_store(MemoryChain::new());
+        net.nodes[1].set_chain_store(MemoryChain::new());
+        net.nodes[1].add_seed(net.now, "n0");
+        net.advance(Duration::ZERO);
+        for i in 0..10u8 {
+            net.nodes[0].append_chain(net.now, vec![i]).unwrap();
+        }
+        net.run();
+        assert_eq!(
+            net.nodes[1].chain().unwrap().head().seq,
+            0,
+            "not before the delay"
+        );
+        net.advance(net.nodes[0].config().sync.advertise_delay);
+        let (a, b) = (net.nodes[0].chain().unwrap(), net.nodes[1].chain().unwrap());
+        assert_eq!(b.head(), a.head());
+        let synced = sync_events(&net, 1);
+        assert!(
+            matches!(
+                synced.last(),
+                Some(SyncEvent::ChainSynced { appended: 10, .. })
+            ),
+            "{synced:?}"
+        );
+        // Without a chain, appending is refused.
+        let mut lone = Net::new(1, no_membership());
+        let now = lone.now;
+        assert_eq!(
+            lone.nodes[0].append_chain(now, &b"x"[..]),
+            Err(ChainWriteError::NoChain)
+        );
+    }
+
+    #[test]
+    fn the_higher_tree_version_wins_and_equal_versions_that_differ_are_reported() {
+        let mut net = Net::new(3, no_membership());
+        net.nodes[0].set_tree_store(tree(0..100), 7).unwrap();
+        net.nodes[1].set_tree_store(tree(0..90), 3).unwrap();
+        net.nodes[2].set_tree_store(tree(50..150), 7).unwrap();
+        net.nodes[1].add_seed(net.now, "n0");
+        net.advance(Duration::ZERO);
+        // n1 (version 3) mirrors n0 (version 7) and takes its version.
+        assert_eq!(net.nodes[1].tree_state(), net.nodes[0].tree_state());
+        assert!(matches!(
+            sync_events(&net, 1).as_slice(),
+            [SyncEvent::TreeSynced { leaves: 10, .. }]
+        ));
+        assert!(sync_events(&net, 0).is_empty(), "n0 had the higher version");
+
+        // n2 has version 7 too, with another root: both sides report it once, and
+        // neither pulls.
+        net.nodes[2].add_seed(net.now, "n0");
+        net.advance(Duration::ZERO);
+        net.advance(Duration::from_secs(20)); // anti-entropy digests repeat the states
+        let diverged = |net: &Net, i| {
+            sync_events(net, i)
+                .iter()
+                .filter(|e| matches!(e, SyncEvent::TreeDiverged { .. }))
+                .count()
+        };
+        assert_eq!((diverged(&net, 0), diverged(&net, 2)), (1, 1));
+        assert_eq!(net.nodes[2].tree().unwrap().len(), 100);
+        assert_ne!(net.nodes[2].tree_state(), net.nodes[0].tree_state());
+
+        // The application settles it: n2 mirrors n0.
+        let n0 = net.id(0);
+        assert!(net.nodes[2].pull_tree(net.now, n0));
+        net.run();
+        assert_eq!(net.nodes[2].tree_state(), net.nodes[0].tree_state());
+
+        // A write bumps the version: everyone else pulls it.
+        net.nodes[2]
+            .tree_insert(net.now, b"fresh", b"value")
+            .unwrap();
+        net.advance(net.nodes[2].config().sync.advertise_delay);
+        net.advance(net.nodes[0].config().sync.advertise_delay);
+        for i in 0..3 {
+            let state = net.nodes[i].tree_state().unwrap();
+            assert_eq!(state, net.nodes[2].tree_state().unwrap(), "node {i}");
+            assert_eq!(state.version, 8);
+        }
+    }
+
+    #[test]
+    fn garbage_sync_frames_are_counted_and_change_nothing() {
+        let mut net = Net::new(2, no_membership());
+        net.nodes[0].set_chain_store(MemoryChain::from_payloads([&b"a"[..]]).unwrap());
+        net.nodes[0].set_tree_store(tree(0..10), 1).unwrap();
+        net.nodes[1].set_chain_store(MemoryChain::new());
+        net.nodes[1].set_tree_store(tree(0..1), 0).unwrap();
+        net.nodes[1].add_seed(net.now, "n0");
+        net.advance(Duration::ZERO);
+        let conn = *net.nodes[0].peers.values().next().unwrap();
+        for frame in [FrameType::ChainSync, FrameType::TreeSync] {
+            for junk in [&[][..], &[0xff][..], &[0x02, 0, 0][..]] {
+                net.nodes[0].send_frame(conn, frame, Bytes::copy_from_slice(junk));
+            }
+        }
+        net.run();
+        assert_eq!(net.nodes[1].stats().malformed_gossip, 6);
+        assert_eq!(net.nodes[1].tree_state(), net.nodes[0].tree_state());
+        assert_eq!(net.nodes[1].chain().unwrap().head().seq, 1);
+    }
+}
