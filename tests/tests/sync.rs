@@ -1,6 +1,7 @@
 //! Replication through nodes in the simulator: chain catch-up across link resets, forks
-//! among three nodes, tree repair bounded by the difference, and bulk sync never
-//! delaying link round trips.
+//! among three nodes, tree repair bounded by the difference, bulk sync never delaying
+//! link round trips, a tree written during a pull, and the SyncDigest chain and tree
+//! sections of PROTOCOL.md §15.5.
 
 use std::time::Duration;
 
@@ -549,4 +550,92 @@ fn a_tree_written_during_a_pull_is_mirrored_once_the_pull_ends() {
             sync_events(&sim, dst)
         );
     });
+}
+
+/// PROTOCOL.md §15.5's example of the chain and tree sections, byte for byte, and its
+/// malformed rules for them: a body other than 40 bytes, a section twice, an empty
+/// chain head with a non-zero hash, a sequence number past 2^64 − 2. Unknown tags are
+/// skipped.
+#[test]
+fn sync_digest_chain_and_tree_sections_match_the_protocol_example() {
+    use weft_mesh::registry::SyncDigest;
+    use weft_mesh::sync::TreeState;
+    use weft_mesh_tests::sim::hex;
+
+    let chain = MemoryChain::from_payloads([b"hi".to_vec()]).unwrap();
+    let h = chain.head().hash;
+    assert_eq!(
+        hex(&h),
+        "356ba331a125f4a96f9b583e108ac50df4bd9b96352ec0aad477622bd9720d57"
+    );
+    let r = [0x77; 32];
+    let digest = SyncDigest {
+        chain: Some(chain.head()),
+        tree: Some(TreeState {
+            version: 2,
+            root: r,
+        }),
+        ..SyncDigest::default()
+    };
+    let bytes = digest.encode();
+    let want = format!(
+        "030028{}{}040028{}{}",
+        "0000000000000001",
+        hex(&h),
+        "0000000000000002",
+        hex(&r)
+    );
+    assert_eq!(hex(&bytes), want);
+    assert_eq!(bytes.len(), 86);
+    assert_eq!(SyncDigest::decode(&bytes), Some(digest.clone()));
+
+    let empty = SyncDigest {
+        chain: Some(ChainHead {
+            seq: 0,
+            hash: [0; 32],
+        }),
+        tree: Some(TreeState::default()),
+        ..SyncDigest::default()
+    };
+    let mut expected = vec![0x03, 0x00, 0x28];
+    expected.extend([0; 40]);
+    expected.extend([0x04, 0x00, 0x28]);
+    expected.extend([0; 40]);
+    assert_eq!(&empty.encode()[..], &expected[..]);
+
+    let section = |tag: u8, number: u64, hash: [u8; 32], len: u16| {
+        let mut b = vec![tag];
+        b.extend(len.to_be_bytes());
+        b.extend(number.to_be_bytes());
+        b.extend(hash);
+        b.resize(3 + usize::from(len), 0);
+        b
+    };
+    let malformed = [
+        ("chain body of 39 bytes", section(0x03, 1, h, 39)),
+        ("chain body of 41 bytes", section(0x03, 1, h, 41)),
+        ("tree body of 41 bytes", section(0x04, 1, r, 41)),
+        ("empty head, non-zero hash", section(0x03, 0, h, 40)),
+        ("seq past 2^64 - 2", section(0x03, u64::MAX, h, 40)),
+        (
+            "chain twice",
+            [section(0x03, 1, h, 40), section(0x03, 1, h, 40)].concat(),
+        ),
+        (
+            "tree twice",
+            [section(0x04, 1, r, 40), section(0x04, 2, r, 40)].concat(),
+        ),
+    ];
+    for (what, bytes) in malformed {
+        assert_eq!(SyncDigest::decode(&bytes), None, "{what}");
+    }
+    let valid = [
+        section(0x04, u64::MAX, [0xff; 32], 40),
+        section(0x03, u64::MAX - 1, h, 40),
+        section(0x05, 7, h, 7),
+    ]
+    .concat();
+    let decoded = SyncDigest::decode(&valid).expect("valid");
+    assert_eq!(decoded.chain.map(|c| c.seq), Some(u64::MAX - 1));
+    assert_eq!(decoded.tree.map(|t| t.version), Some(u64::MAX));
 }
