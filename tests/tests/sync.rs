@@ -499,7 +499,6 @@ fn link_round_trips_stay_at_idle_while_a_40_mb_tree_syncs_over_10_mb_per_s() {
 /// source's next digest: the next anti-entropy round that picks it (every
 /// `exchange_interval`, to one random peer) or the source's next write.
 #[test]
-#[ignore = "core bug: a tree state advertised while a pull runs is dropped when the pull ends (node/sync.rs pump_tree starts no next pull)"]
 fn a_tree_written_during_a_pull_is_mirrored_once_the_pull_ends() {
     with_seed("tree_written_during_pull", 5, |seed| {
         let net = NetProfile {

@@ -899,6 +899,7 @@ impl Node {
                 }
                 self.send_routes_to(node, conn);
                 self.sync_peer_up(conn, node);
+                self.send_sync_digest(conn);
             }
             if let Some(e) = self.links.get_mut(loser) {
                 e.up = false;

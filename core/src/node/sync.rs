@@ -213,7 +213,8 @@ struct TreeSide {
     tree: BoxedTree,
     version: u64,
     responder: Responder,
-    pull: Option<(NodeId, ConnId, Puller, u64)>,
+    /// The pull running: from whom, over which link, and the state it mirrors.
+    pull: Option<(NodeId, ConnId, Puller, TreeState)>,
 }
 
 /// The node's replication state.
@@ -546,7 +547,12 @@ impl Node {
     }
 
     fn set_version_from_peer(&mut self, version: u64) {
-        if let Some(side) = &mut self.replication.tree {
+        if let Some(side) = self
+            .replication
+            .tree
+            .as_mut()
+            .filter(|t| t.version != version)
+        {
             side.version = version;
             self.sync_changed();
         }
@@ -580,7 +586,7 @@ impl Node {
             return false;
         }
         let puller = Puller::new(config, &side.tree, Some(theirs.root));
-        side.pull = Some((node, conn, puller, theirs.version));
+        side.pull = Some((node, conn, puller, theirs));
         self.pump_tree();
         true
     }
@@ -653,8 +659,13 @@ impl Node {
                 fork.map(|fork| SyncEvent::ChainForked { peer, fork })
             }
             ChainSyncStatus::Failed(error) => {
+                // Not tried again before the peer advertises a head past the one this
+                // pull knew (one it advertised meanwhile is kept).
+                let known = puller.remote_seq();
                 if let Some(p) = self.replication.peers.get_mut(&peer) {
-                    p.chain = None;
+                    if p.chain.is_some_and(|(seq, _)| seq <= known) {
+                        p.chain = None;
+                    }
                 }
                 Some(SyncEvent::ChainFailed { peer, error })
             }
@@ -677,10 +688,10 @@ impl Node {
         let Some(side) = &mut self.replication.tree else {
             return;
         };
-        let Some((peer, conn, puller, version)) = &mut side.pull else {
+        let Some((peer, conn, puller, theirs)) = &mut side.pull else {
             return;
         };
-        let (peer, conn, version) = (*peer, *conn, *version);
+        let (peer, conn, theirs) = (*peer, *conn, *theirs);
         let mut requests = Vec::new();
         while let Some(bytes) = puller.poll_transmit(now) {
             requests.push(bytes);
@@ -690,32 +701,33 @@ impl Node {
         for bytes in requests {
             self.send_frame(conn, FrameType::TreeSync, bytes);
         }
+        // Unless the pull mirrored it, the state pulled is not tried again before the
+        // peer advertises another (one it advertised meanwhile is kept).
+        let forget = |peers: &mut BTreeMap<NodeId, PeerState>| {
+            if let Some(p) = peers.get_mut(&peer).filter(|p| p.tree == Some(theirs)) {
+                p.tree = None;
+            }
+        };
         let event = match status {
             SyncStatus::Running => return,
             SyncStatus::Done {
-                remote_root,
-                converged,
+                converged: true, ..
             } => {
-                if converged {
-                    self.set_version_from_peer(version);
-                } else if let Some(p) = self.replication.peers.get_mut(&peer) {
-                    // Our tree moved during the pull: wait for the peer's next state.
-                    p.tree = None;
-                }
-                converged.then_some(SyncEvent::TreeSynced {
+                self.set_version_from_peer(theirs.version);
+                Some(SyncEvent::TreeSynced {
                     peer,
-                    state: TreeState {
-                        version,
-                        root: remote_root,
-                    },
+                    state: theirs,
                     bytes_received: stats.bytes_received,
                     leaves: stats.leaves,
                 })
             }
+            SyncStatus::Done { .. } => {
+                // Our tree moved during the pull.
+                forget(&mut self.replication.peers);
+                None
+            }
             SyncStatus::Failed(error) => {
-                if let Some(p) = self.replication.peers.get_mut(&peer) {
-                    p.tree = None;
-                }
+                forget(&mut self.replication.peers);
                 Some(SyncEvent::TreeFailed { peer, error })
             }
         };
@@ -731,14 +743,25 @@ impl Node {
         let Some(node) = self.links.get(conn).and_then(|e| e.peer) else {
             return;
         };
+        let now = self.now;
         let message = match ChainSyncMessage::decode(payload) {
             Ok(m) => m,
             Err(_) => {
                 self.stats.malformed_gossip += 1;
+                // A corrupt reply fails the pull from that peer at once.
+                if let Some(chain) = self.replication.chain.as_mut() {
+                    if let Some((_, _, puller)) = chain
+                        .pull
+                        .as_mut()
+                        .filter(|(p, c, _)| *p == node && *c == conn)
+                    {
+                        let _ = puller.handle_bytes(now, &mut chain.store, payload);
+                        self.pump_chain();
+                    }
+                }
                 return;
             }
         };
-        let now = self.now;
         let Some(chain) = &mut self.replication.chain else {
             return;
         };
@@ -778,14 +801,25 @@ impl Node {
         let Some(node) = self.links.get(conn).and_then(|e| e.peer) else {
             return;
         };
+        let now = self.now;
         let message = match TreeSyncMessage::decode(payload) {
             Ok(m) => m,
             Err(_) => {
                 self.stats.malformed_gossip += 1;
+                // A corrupt reply fails the pull from that peer at once.
+                if let Some(side) = self.replication.tree.as_mut() {
+                    if let Some((_, _, puller, _)) = side
+                        .pull
+                        .as_mut()
+                        .filter(|(p, c, _, _)| *p == node && *c == conn)
+                    {
+                        let _ = puller.handle_bytes(now, &mut side.tree, payload);
+                        self.pump_tree();
+                    }
+                }
                 return;
             }
         };
-        let now = self.now;
         let Some(side) = &mut self.replication.tree else {
             return;
         };

@@ -998,6 +998,44 @@ mod replication {
     }
 
     #[test]
+    fn a_corrupt_reply_fails_the_pull_at_once() {
+        let mut net = Net::new(2, no_membership());
+        net.nodes[0].set_chain_store(MemoryChain::from_payloads([&b"a"[..]]).unwrap());
+        net.nodes[1].set_chain_store(MemoryChain::new());
+        net.nodes[1].add_seed(net.now, "n0");
+        net.advance(Duration::ZERO);
+        assert_eq!(net.nodes[1].chain().unwrap().head().seq, 1);
+        // n0 claims a longer chain; n1 starts a pull (its request not yet delivered)
+        // and a corrupt reply arrives first.
+        let (c0, c1) = (
+            net.nodes[0].peers[&net.id(1)],
+            net.nodes[1].peers[&net.id(0)],
+        );
+        let claimed = crate::sync::chain::ChainHead {
+            seq: 50,
+            hash: [5; 32],
+        };
+        net.nodes[1].on_sync_state(c1, Some(claimed), None);
+        net.nodes[0].send_frame(c0, FrameType::ChainSync, Bytes::from_static(&[0x02, 0]));
+        let mut buf = vec![0; crate::link::MAX_TRANSMIT];
+        while let Some(n) = net.nodes[0].poll_transmit(net.now, c0, &mut buf) {
+            net.nodes[1].handle_bytes(net.now, c1, &buf[..n]);
+        }
+        net.run();
+        let failed = sync_events(&net, 1);
+        assert!(
+            matches!(
+                failed.last(),
+                Some(SyncEvent::ChainFailed {
+                    error: crate::sync::chain::ChainSyncError::Decode(_),
+                    ..
+                })
+            ),
+            "{failed:?}"
+        );
+    }
+
+    #[test]
     fn garbage_sync_frames_are_counted_and_change_nothing() {
         let mut net = Net::new(2, no_membership());
         net.nodes[0].set_chain_store(MemoryChain::from_payloads([&b"a"[..]]).unwrap());
