@@ -153,8 +153,13 @@ fn parse_genesis(s: &str) -> Result<[u8; 32], String> {
 /// Parse arguments, run the command, map failures to a one-line message and exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The demo provokes what a node warns of (a forked chain): its narration says it.
+    let default = match cli.command {
+        Command::Demo { .. } => "error",
+        _ => "warn",
+    };
     let filter =
-        tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| "warn".into());
+        tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| default.into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
