@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use futures::channel::oneshot;
 use tracing::{debug, info, warn};
-use weft_mesh::node::{Node, SyncEvent};
+use weft_mesh::node::{Node, SyncEvent, TreeWrite};
 use weft_mesh::sync::chain::{ChainEntry, ChainHead};
 use weft_mesh::sync::TreeState;
 use weft_mesh::{Instant, NodeId};
@@ -35,10 +35,10 @@ pub(crate) enum SyncCommand {
         reply: oneshot::Sender<Vec<ChainEntry>>,
     },
     TreeWrite {
-        key: Bytes,
-        /// `None`: remove the key.
-        value: Option<Bytes>,
-        reply: oneshot::Sender<Result<bool, MeshError>>,
+        /// Keys with their new values (`None`: remove the key).
+        writes: Vec<(Bytes, Option<Bytes>)>,
+        version: Option<u64>,
+        reply: oneshot::Sender<Result<usize, MeshError>>,
     },
     TreeGet {
         key: Bytes,
@@ -46,10 +46,6 @@ pub(crate) enum SyncCommand {
     },
     TreeState {
         reply: oneshot::Sender<Option<TreeState>>,
-    },
-    SetTreeVersion {
-        version: u64,
-        reply: oneshot::Sender<Result<(), MeshError>>,
     },
     PullTree {
         peer: NodeId,
@@ -78,11 +74,16 @@ impl SyncCommand {
                 });
                 let _ = reply.send(entries);
             }
-            SyncCommand::TreeWrite { key, value, reply } => {
-                let result = match value {
-                    Some(value) => node.tree_insert(now, &key, &value),
-                    None => node.tree_remove(now, &key),
-                };
+            SyncCommand::TreeWrite {
+                writes,
+                version,
+                reply,
+            } => {
+                let batch = writes.iter().map(|(key, value)| match value {
+                    Some(value) => TreeWrite::insert(key, value),
+                    None => TreeWrite::remove(key),
+                });
+                let result = node.write_tree(now, batch, version);
                 let _ = reply.send(result.map_err(MeshError::Tree));
             }
             SyncCommand::TreeGet { key, reply } => {
@@ -94,10 +95,6 @@ impl SyncCommand {
             }
             SyncCommand::TreeState { reply } => {
                 let _ = reply.send(node.tree_state());
-            }
-            SyncCommand::SetTreeVersion { version, reply } => {
-                let result = node.set_tree_version(now, version);
-                let _ = reply.send(result.map_err(MeshError::Tree));
             }
             SyncCommand::PullTree { peer, reply } => {
                 let _ = reply.send(node.pull_tree(now, peer));
@@ -212,30 +209,40 @@ impl<R> Mesh<R> {
         Ok(self.chain_entries(seq, 1).await?.pop())
     }
 
-    /// Write `key` = `value` into this node's tree and bump its version (peers with a
-    /// lower version pull the change). Returns whether the value changed; fails with
-    /// [`MeshError::Tree`] without a tree store or for a key over 1 KiB or a value over
-    /// 1 MiB.
+    /// Apply `writes` (keys with their new values; `None` removes the key) to this
+    /// node's tree as one change, every key and value checked before any is written:
+    /// the version becomes `version` if given, else grows by one if anything changed.
+    /// Peers with a lower version pull the result. Returns how many writes changed the
+    /// tree; fails with [`MeshError::Tree`] without a tree store or for a key over
+    /// 1 KiB or a value over 1 MiB.
+    pub async fn write_tree(
+        &self,
+        writes: Vec<(Bytes, Option<Bytes>)>,
+        version: Option<u64>,
+    ) -> Result<usize, MeshError> {
+        self.sync(|reply| SyncCommand::TreeWrite {
+            writes,
+            version,
+            reply,
+        })
+        .await?
+    }
+
+    /// Write `key` = `value` into this node's tree (one [`Mesh::write_tree`]): the
+    /// version grows by one if the value changed. Returns whether it changed.
     pub async fn tree_insert(
         &self,
         key: impl Into<Bytes>,
         value: impl Into<Bytes>,
     ) -> Result<bool, MeshError> {
-        let (key, value) = (key.into(), Some(value.into()));
-        self.sync(|reply| SyncCommand::TreeWrite { key, value, reply })
-            .await?
+        let write = (key.into(), Some(value.into()));
+        Ok(self.write_tree(vec![write], None).await? > 0)
     }
 
-    /// Remove `key` from this node's tree (bumping its version if it was there).
-    /// Returns whether it was there.
+    /// Remove `key` from this node's tree (one [`Mesh::write_tree`]): the version grows
+    /// by one if it was there. Returns whether it was.
     pub async fn tree_remove(&self, key: impl Into<Bytes>) -> Result<bool, MeshError> {
-        let key = key.into();
-        self.sync(|reply| SyncCommand::TreeWrite {
-            key,
-            value: None,
-            reply,
-        })
-        .await?
+        Ok(self.write_tree(vec![(key.into(), None)], None).await? > 0)
     }
 
     /// The value under `key` in this node's tree (`None` also without a tree store).
@@ -253,8 +260,7 @@ impl<R> Mesh<R> {
     /// Set this node's tree version (say, to the chain entry whose effects the tree
     /// holds); peers with a lower version and another root then mirror this tree.
     pub async fn set_tree_version(&self, version: u64) -> Result<(), MeshError> {
-        self.sync(|reply| SyncCommand::SetTreeVersion { version, reply })
-            .await?
+        self.write_tree(Vec::new(), Some(version)).await.map(|_| ())
     }
 
     /// Mirror `peer`'s tree whatever the versions (after a [`MeshEvent::TreeDiverged`],

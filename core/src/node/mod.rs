@@ -54,7 +54,9 @@ pub use ipc::RequestToken;
 pub use links::{ConnId, Direction};
 pub use outbox::MessageId;
 pub use registry::RegistryError;
-pub use sync::{BoxedChain, BoxedTree, ChainWriteError, SyncConfig, SyncEvent, TreeWriteError};
+pub use sync::{
+    BoxedChain, BoxedTree, ChainWriteError, SyncConfig, SyncEvent, TreeWrite, TreeWriteError,
+};
 
 use crate::dedup::{DedupConfig, DedupFilter};
 use crate::frame::FrameType;

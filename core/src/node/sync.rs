@@ -15,12 +15,15 @@
 //!   those at or past ours (an equal head with another hash is a fork to show; an equal
 //!   `chain_seq` from a hello is checked once). Entries appended survive a dropped link;
 //!   the next pull starts from our head. A fork stops pulls from that peer for good (the
-//!   evidence goes to the application); a failure waits for the peer's next head.
+//!   evidence goes to the application); a failure waits for the peer's next head. A peer
+//!   behind whose head is not on our chain is asked for that entry, so the side ahead
+//!   reports the fork too.
 //! * **Tree.** The tree with the higher version wins: a node mirrors a peer whose
 //!   version is higher and whose root differs, one pull at a time, checking every node
 //!   against the advertised root, and then takes that version. Equal versions with
 //!   different roots are a divergence the node does not settle on its own: it reports
-//!   [`SyncEvent::TreeDiverged`] and the application may [`Node::pull_tree`].
+//!   [`SyncEvent::TreeDiverged`] and the application may [`Node::pull_tree`]. Writes
+//!   applied as one batch ([`Node::write_tree`]) are one change with one version.
 //! * **Priority.** Sync frames wait in the bulk lane: heartbeats, pings and messages
 //!   always leave first.
 
@@ -188,6 +191,35 @@ impl fmt::Display for TreeWriteError {
 #[cfg(feature = "std")]
 impl std::error::Error for TreeWriteError {}
 
+/// One write of a [`Node::write_tree`] batch.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum TreeWrite<'a> {
+    /// Store `value` under `key`.
+    Insert {
+        /// The key (at most [`merkle::MAX_KEY_LEN`] bytes).
+        key: &'a [u8],
+        /// The value (at most [`merkle::MAX_VALUE_LEN`] bytes).
+        value: &'a [u8],
+    },
+    /// Remove `key`.
+    Remove {
+        /// The key.
+        key: &'a [u8],
+    },
+}
+
+impl<'a> TreeWrite<'a> {
+    /// Store `value` under `key`.
+    pub fn insert(key: &'a [u8], value: &'a [u8]) -> Self {
+        TreeWrite::Insert { key, value }
+    }
+
+    /// Remove `key`.
+    pub fn remove(key: &'a [u8]) -> Self {
+        TreeWrite::Remove { key }
+    }
+}
+
 /// What we know of a connected peer's replicated state.
 #[derive(Clone, Copy, Debug)]
 struct PeerState {
@@ -258,7 +290,7 @@ impl Replication {
 
 impl Node {
     /// Plug in the application's chain: the node serves it to peers and extends it from
-    /// theirs (see the [module](self) docs). Plug stores in before the first input: links
+    /// theirs (see [`SyncEvent`] and PROTOCOL.md §19). Plug stores in before the first input: links
     /// that came up earlier do not run the stream.
     pub fn set_chain_store(&mut self, store: impl ChainStore + Send + 'static) {
         let store: BoxedChain = Box::new(store);
@@ -333,60 +365,79 @@ impl Node {
         Ok(head)
     }
 
-    /// Write `key` = `value` into our tree and bump its version; peers with a lower
-    /// version pull the change. Returns whether the value changed.
+    /// Apply `writes` to our tree as one change, checking every key and value before
+    /// writing any: afterwards the version is `version` if given, else one more if
+    /// anything changed. Peers with a lower version and another root pull the result
+    /// (so a batch, unlike a series of single writes, is never seen half done once
+    /// advertised). Returns how many writes changed the tree.
+    ///
+    /// ```
+    /// use weft_mesh::node::{Node, NodeConfig, TreeWrite};
+    /// use weft_mesh::sync::merkle::MemoryStore;
+    /// use weft_mesh::{Identity, Instant, Rng};
+    ///
+    /// let mut rng = Rng::from_seed([1; 32]);
+    /// let id = Identity::generate(&mut rng).into();
+    /// let mut node = Node::new(id, NodeConfig::new([7; 32]), rng.fork());
+    /// node.set_tree_store(MemoryStore::new(), 0).unwrap();
+    /// let writes = [TreeWrite::insert(b"alice", b"10"), TreeWrite::insert(b"bob", b"5")];
+    /// assert_eq!(node.write_tree(Instant::ZERO, writes, Some(42)), Ok(2));
+    /// assert_eq!(node.tree_state().unwrap().version, 42);
+    /// ```
+    pub fn write_tree<'a>(
+        &mut self,
+        now: Instant,
+        writes: impl IntoIterator<Item = TreeWrite<'a>>,
+        version: Option<u64>,
+    ) -> Result<usize, TreeWriteError> {
+        self.advance(now);
+        let side = self
+            .replication
+            .tree
+            .as_mut()
+            .ok_or(TreeWriteError::NoTree)?;
+        let writes: Vec<TreeWrite<'a>> = writes.into_iter().collect();
+        for w in &writes {
+            if let TreeWrite::Insert { key, value } = w {
+                merkle::check_entry(key, value).map_err(TreeWriteError::Entry)?;
+            }
+        }
+        let mut changed = 0;
+        for w in writes {
+            let hit = match w {
+                TreeWrite::Insert { key, value } => side.tree.insert(key, value).unwrap_or(false),
+                TreeWrite::Remove { key } => side.tree.remove(key),
+            };
+            changed += usize::from(hit);
+        }
+        let next = version.unwrap_or(side.version + u64::from(changed > 0));
+        if changed > 0 || next != side.version {
+            side.version = next;
+            self.sync_changed();
+        }
+        Ok(changed)
+    }
+
+    /// Write `key` = `value` into our tree (one [`Node::write_tree`]): the version grows
+    /// by one if the value changed. Returns whether it changed.
     pub fn tree_insert(
         &mut self,
         now: Instant,
         key: &[u8],
         value: &[u8],
     ) -> Result<bool, TreeWriteError> {
-        self.advance(now);
-        let side = self
-            .replication
-            .tree
-            .as_mut()
-            .ok_or(TreeWriteError::NoTree)?;
-        let changed = side
-            .tree
-            .insert(key, value)
-            .map_err(TreeWriteError::Entry)?;
-        if changed {
-            side.version += 1;
-            self.sync_changed();
-        }
-        Ok(changed)
+        Ok(self.write_tree(now, [TreeWrite::insert(key, value)], None)? > 0)
     }
 
-    /// Remove `key` from our tree (bumping its version if it was there).
+    /// Remove `key` from our tree (one [`Node::write_tree`]): the version grows by one
+    /// if it was there. Returns whether it was.
     pub fn tree_remove(&mut self, now: Instant, key: &[u8]) -> Result<bool, TreeWriteError> {
-        self.advance(now);
-        let side = self
-            .replication
-            .tree
-            .as_mut()
-            .ok_or(TreeWriteError::NoTree)?;
-        let removed = side.tree.remove(key);
-        if removed {
-            side.version += 1;
-            self.sync_changed();
-        }
-        Ok(removed)
+        Ok(self.write_tree(now, [TreeWrite::remove(key)], None)? > 0)
     }
 
     /// Set our tree's version (say, to the chain entry whose effects it holds).
     pub fn set_tree_version(&mut self, now: Instant, version: u64) -> Result<(), TreeWriteError> {
-        self.advance(now);
-        let side = self
-            .replication
-            .tree
-            .as_mut()
-            .ok_or(TreeWriteError::NoTree)?;
-        if side.version != version {
-            side.version = version;
-            self.sync_changed();
-        }
-        Ok(())
+        self.write_tree(now, [], Some(version)).map(|_| ())
     }
 
     /// Mirror `peer`'s tree whatever the versions (after [`SyncEvent::TreeDiverged`],
@@ -592,7 +643,9 @@ impl Node {
     }
 
     /// Start a chain pull if none runs and a peer is ahead (or level with another hash,
-    /// or level and not yet checked).
+    /// or level and not yet checked): from the one furthest ahead. Otherwise, if a peer
+    /// behind advertised a head that is not on our chain, fetch its entry there: the
+    /// evidence of the fork (so the side ahead learns of it too).
     fn next_chain_pull(&mut self) {
         let r = &mut self.replication;
         let Some(chain) = &mut r.chain else {
@@ -602,22 +655,43 @@ impl Node {
             return;
         }
         let ours = chain.store.head();
-        let candidate = r
+        let store = &chain.store;
+        let peers = r
             .peers
             .iter()
             .filter(|(node, _)| !chain.forked.contains(node))
-            .filter_map(|(node, p)| {
-                let (seq, hash) = p.chain?;
-                let ahead = seq > ours.seq
-                    || (seq == ours.seq && seq > 0 && hash.is_some_and(|h| h != ours.hash))
-                    || (seq == ours.seq && seq > 0 && hash.is_none() && p.checked != Some(ours));
-                ahead.then_some((seq, *node, p.conn))
-            })
-            .max_by_key(|(seq, node, _)| (*seq, core::cmp::Reverse(*node)));
-        let Some((seq, node, conn)) = candidate else {
-            return;
+            .filter_map(|(node, p)| Some((*node, p, p.chain?)));
+        let mut ahead = None;
+        let mut behind = None;
+        for (node, p, (seq, hash)) in peers {
+            let level = seq == ours.seq && seq > 0;
+            if seq > ours.seq
+                || (level && hash.is_some_and(|h| h != ours.hash))
+                || (level && hash.is_none() && p.checked != Some(ours))
+            {
+                if ahead.is_none_or(|(s, _, _)| seq > s) {
+                    ahead = Some((seq, node, p.conn));
+                }
+            } else if let Some(hash) = hash.filter(|_| seq >= 1 && seq < ours.seq) {
+                let off_chain = store.get(seq).is_some_and(|e| *e.hash() != hash);
+                if off_chain && behind.is_none() {
+                    behind = Some((ChainHead { seq, hash }, node, p.conn));
+                }
+            }
+        }
+        let (node, conn, puller) = match (ahead, behind) {
+            (Some((seq, node, conn)), _) => (
+                node,
+                conn,
+                ChainPuller::new(&self.config.sync.chain, store, seq),
+            ),
+            (None, Some((head, node, conn))) => {
+                let mut puller = ChainPuller::new(&self.config.sync.chain, store, head.seq);
+                puller.handle_head(store, head);
+                (node, conn, puller)
+            }
+            (None, None) => return,
         };
-        let puller = ChainPuller::new(&self.config.sync.chain, &chain.store, seq);
         chain.pull = Some((node, conn, puller));
         self.pump_chain();
     }

@@ -859,7 +859,7 @@ fn resolve_asks_the_cluster_caches_not_found_and_rotates_among_providers() {
 
 mod replication {
     use super::*;
-    use crate::sync::chain::MemoryChain;
+    use crate::sync::chain::{ChainStore, MemoryChain};
     use crate::sync::merkle::MemoryStore;
     use crate::sync::{STREAM_CHAIN, STREAM_TREE};
 
@@ -995,6 +995,75 @@ mod replication {
             assert_eq!(state, net.nodes[2].tree_state().unwrap(), "node {i}");
             assert_eq!(state.version, 8);
         }
+    }
+
+    #[test]
+    fn both_sides_of_a_fork_report_it_the_one_ahead_too() {
+        let mut net = Net::new(2, no_membership());
+        let common = MemoryChain::from_payloads((0..10u8).map(|i| vec![i])).unwrap();
+        let (mut long, mut short) = (common.clone(), common);
+        for i in 0..10u8 {
+            long.push(vec![b'L', i]).unwrap();
+        }
+        for i in 0..5u8 {
+            short.push(vec![b'S', i]).unwrap();
+        }
+        let heads = (long.head(), short.head());
+        net.nodes[0].set_chain_store(long);
+        net.nodes[1].set_chain_store(short);
+        net.nodes[1].add_seed(net.now, "n0");
+        net.advance(Duration::ZERO);
+        for (i, seq) in [(0, 15), (1, 15)] {
+            let forks: Vec<_> = sync_events(&net, i)
+                .into_iter()
+                .filter_map(|e| match e {
+                    SyncEvent::ChainForked { fork, .. } => Some(fork),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(forks.len(), 1, "node {i}: {forks:?}");
+            assert!(forks[0].is_valid());
+            assert_eq!(forks[0].seq(), seq, "node {i}");
+        }
+        assert_eq!(net.nodes[0].chain().unwrap().head(), heads.0);
+        assert_eq!(net.nodes[1].chain().unwrap().head(), heads.1);
+        // Neither asks again: anti-entropy repeats the heads, nothing more happens.
+        net.advance(Duration::from_secs(30));
+        assert_eq!(sync_events(&net, 0).len() + sync_events(&net, 1).len(), 2);
+    }
+
+    #[test]
+    fn a_tree_batch_is_one_change_and_all_or_nothing() {
+        let mut net = Net::new(1, no_membership());
+        let now = net.now;
+        let node = &mut net.nodes[0];
+        assert_eq!(node.write_tree(now, [], None), Err(TreeWriteError::NoTree));
+        node.set_tree_store(tree(0..4), 5).unwrap();
+        let before = node.tree_state().unwrap();
+        let big = vec![0; crate::sync::merkle::MAX_VALUE_LEN + 1];
+        let refused = [TreeWrite::insert(b"a", b"1"), TreeWrite::insert(b"b", &big)];
+        assert_eq!(
+            node.write_tree(now, refused, Some(9)),
+            Err(TreeWriteError::Entry(
+                crate::sync::merkle::EntryError::ValueTooLarge
+            ))
+        );
+        assert_eq!(node.tree_state(), Some(before), "nothing written");
+        let (k0, k1) = (0u32.to_be_bytes(), 1u32.to_be_bytes());
+        let batch = [
+            TreeWrite::insert(b"a", b"1"),
+            TreeWrite::remove(&k0),
+            TreeWrite::remove(b"absent"),
+            TreeWrite::insert(&k1, b"v"), // unchanged
+        ];
+        assert_eq!(node.write_tree(now, batch, None), Ok(2));
+        assert_eq!(
+            node.tree_state().unwrap().version,
+            6,
+            "one change, one version"
+        );
+        assert_eq!(node.write_tree(now, [], Some(40)), Ok(0));
+        assert_eq!(node.tree_state().unwrap().version, 40);
     }
 
     #[test]

@@ -663,21 +663,68 @@ async fn replication() -> Result<(), String> {
         "    r2's tree root now equals r0's: the same {ACCOUNTS} balances, version {PAYMENTS}"
     );
 
+    // A new payment: the ledger grows by one entry and two balances change, written to
+    // the tree in one batch whose version is the payment's number.
     let t = Instant::now();
     let head = r0
         .append_chain(&b"payment 2001: account 00042 pays account 00007 5 coins"[..])
         .await
         .map_err(|e| e.to_string())?;
+    let balance = |key: &str| {
+        let r0 = r0.clone();
+        let key = key.to_string();
+        async move {
+            let value = r0.tree_get(key).await.map_err(|e| e.to_string())?;
+            let value = value.ok_or("a balance is missing")?;
+            std::str::from_utf8(&value)
+                .ok()
+                .and_then(|v| v.parse::<i64>().ok())
+                .ok_or_else(|| String::from("a balance is not a number"))
+        }
+    };
+    let (payer, payee) = (
+        balance("account/00042").await?,
+        balance("account/00007").await?,
+    );
+    let writes = vec![
+        (
+            Bytes::from_static(b"account/00042"),
+            Some(Bytes::from((payer - 5).to_string())),
+        ),
+        (
+            Bytes::from_static(b"account/00007"),
+            Some(Bytes::from((payee + 5).to_string())),
+        ),
+    ];
+    r0.write_tree(writes, Some(head.seq))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut chain_at, mut tree_at) = (None, None);
     until(&mut r2_events, |e| {
-        matches!(e, MeshEvent::ChainSynced { head: h, .. } if *h == head).then_some(())
+        match e {
+            MeshEvent::ChainSynced { head: h, .. } if *h == head => chain_at = Some(t.elapsed()),
+            MeshEvent::TreeSynced { state, leaves, .. } if state.version == head.seq => {
+                tree_at = Some((t.elapsed(), *leaves))
+            }
+            _ => {}
+        }
+        (chain_at.is_some() && tree_at.is_some()).then_some(())
     })
     .await?;
+    let (tree_ms, leaves) = tree_at.unwrap_or_default();
     println!(
-        "  r0 appends payment {}: r2 has it {} later (a change is announced 50 ms after it,",
-        head.seq,
-        ms(t.elapsed())
+        "  r0 records payment {}: a ledger entry, and the two balances in one tree write",
+        head.seq
     );
-    println!("  so that a burst of writes costs one announcement)");
+    println!(
+        "  (version {}). r2 has the entry {} later and the {leaves} new balances {} later",
+        head.seq,
+        ms(chain_at.unwrap_or_default()),
+        ms(tree_ms)
+    );
+    println!(
+        "  (a change is announced 50 ms after it, so a burst of writes costs one announcement)"
+    );
 
     // r3 kept its own history after payment 1500.
     let mut other = ledger(1500)?;
@@ -687,6 +734,7 @@ async fn replication() -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     let mut r3b = Mesh::builder().seed(seed).chain_store(other);
+    let mut r0_forks = r0.subscribe();
     let mut r3_events = r3b.subscribe();
     let r3 = r3b.start().await.map_err(|e| e.to_string())?;
     let (peer, fork) = until(&mut r3_events, |e| match e {
@@ -711,7 +759,13 @@ async fn replication() -> Result<(), String> {
         },
         name(&peer)
     );
-    println!("  to its application");
+    println!("  to its application.");
+    until(&mut r0_forks, |e| {
+        matches!(e, MeshEvent::ChainForked { fork, .. } if fork.is_valid()).then_some(())
+    })
+    .await?;
+    println!("  r0, whose ledger is longer, learns of the fork too: r3 told it its head, which");
+    println!("  r0 finds is not on its own ledger, and r0 fetches that entry as its evidence");
     for mesh in [r3, r2, r1, r0] {
         mesh.shutdown().await;
     }
