@@ -290,8 +290,8 @@ impl Replication {
 
 impl Node {
     /// Plug in the application's chain: the node serves it to peers and extends it from
-    /// theirs (see [`SyncEvent`] and PROTOCOL.md §19). Plug stores in before the first input: links
-    /// that came up earlier do not run the stream.
+    /// theirs (see [`SyncEvent`] and PROTOCOL.md §19). Plug stores in before the first
+    /// input: links that came up earlier do not run the stream.
     pub fn set_chain_store(&mut self, store: impl ChainStore + Send + 'static) {
         let store: BoxedChain = Box::new(store);
         let head = store.head();
