@@ -37,7 +37,7 @@ use weft_mesh_driver::{
 pub use weft_mesh_driver::{
     identity_file, weft_mesh, Addr, AddrError, BoxFuture, DiscoveryBackend, DiscoveryError, Events,
     MeshBuilder, MeshError, MeshEvent, Responder, RouteSummary, StartError, StaticDiscovery,
-    Target, DEV_GENESIS,
+    Target, DEV_GENESIS, MAX_CHAIN_READ,
 };
 
 /// A mesh node on tokio.

@@ -347,3 +347,33 @@ fn services_and_member_failures_are_reported_in_json() {
     assert!(a.terminate().success());
     assert!(c.terminate().success());
 }
+
+/// `--chain` and `--tree`: a node with 300 entries and 500 keys, and one joining with
+/// an empty chain and 490 of the keys. The second reports, in JSON, catching up the
+/// chain to entry 300 and mirroring the tree with a few kilobytes.
+#[test]
+fn chain_catch_up_and_tree_repair_are_reported_in_json() {
+    let a = NodeProcess::start("sa", &["--chain", "300", "--tree", "500"]);
+    let mut b = NodeProcess::start(
+        "sb",
+        &["--seed", &a.addr.clone(), "--chain", "0", "--tree", "490"],
+    );
+    let synced = b.expect("chain_synced");
+    assert_eq!(synced["peer"], a.node.as_str());
+    assert_eq!(synced["seq"], 300);
+    assert_eq!(synced["appended"], 300);
+    assert_eq!(synced["hash"].as_str().map(str::len), Some(64));
+    let progress = b.seen.iter().find(|v| v["event"] == "chain_progress");
+    assert!(progress.is_some_and(|p| p["seq"].as_u64().is_some_and(|s| s <= 300)));
+    // The tree may have been mirrored before the chain caught up.
+    let tree = (b.seen.iter())
+        .find(|v| v["event"] == "tree_synced")
+        .cloned()
+        .unwrap_or_else(|| b.expect("tree_synced"));
+    assert_eq!(tree["peer"], a.node.as_str());
+    assert_eq!(tree["version"], 500);
+    let bytes = tree["bytes"].as_u64().unwrap();
+    assert!(bytes > 0 && bytes < 8_000, "{bytes} bytes for 10 keys");
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+}

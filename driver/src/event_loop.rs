@@ -41,6 +41,7 @@ use weft_mesh::{Identity, Instant, NodeId};
 
 use crate::discovery::{self, Discovery};
 use crate::mesh::{ProcessSummary, Responder, RouteSummary, ServiceSummary, Subscribers};
+use crate::replication::{self, Plug, SyncCommand};
 use crate::runtime::{Incoming, TransportListener, Transports};
 use crate::stream::{ReadHalf, WriteHalf};
 use crate::{os_rng, Addr, MeshError, MeshEvent, MeshStream, Runtime};
@@ -119,6 +120,7 @@ pub(crate) enum Command {
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+    Sync(SyncCommand),
 }
 
 /// A change to this node's registry entries.
@@ -222,6 +224,8 @@ pub(crate) struct Setup<R> {
     pub seeds: Vec<Addr>,
     pub connect_timeout: Duration,
     pub discovery: Discovery,
+    /// The application's chain and tree, plugged in before anything else happens.
+    pub stores: Vec<Plug>,
 }
 
 /// A connection the loop knows.
@@ -378,12 +382,17 @@ struct EventLoop<R> {
 }
 
 /// Start the loop; returns the command channel of its handles.
-pub(crate) fn spawn<R: Runtime>(setup: Setup<R>) -> async_channel::Sender<Command> {
+pub(crate) fn spawn<R: Runtime>(
+    setup: Setup<R>,
+) -> Result<async_channel::Sender<Command>, crate::StartError> {
+    let node_id = setup.identity.node_id();
+    let mut node = Node::new(setup.identity.into(), setup.config, os_rng());
+    for plug in setup.stores {
+        plug(&mut node)?;
+    }
     let (cmd_tx, cmd_rx) = async_channel::bounded(1024);
     let (io_tx, io_rx) = async_channel::bounded(4096);
-    let node_id = setup.identity.node_id();
     let span = info_span!("mesh", node = %node_id.short());
-    let mut node = Node::new(setup.identity.into(), setup.config, os_rng());
     let started = std::time::Instant::now();
     for seed in &setup.seeds {
         node.add_seed(Instant::ZERO, seed.to_string());
@@ -424,7 +433,7 @@ pub(crate) fn spawn<R: Runtime>(setup: Setup<R>) -> async_channel::Sender<Comman
     }
     drop(_guard);
     setup.runtime.spawn(el.run(cmd_rx, io_rx).instrument(span));
-    cmd_tx
+    Ok(cmd_tx)
 }
 
 impl<R: Runtime> EventLoop<R> {
@@ -668,6 +677,7 @@ impl<R: Runtime> EventLoop<R> {
                 let _ = reply.send(());
             }
             Command::Shutdown { reply } => self.begin_shutdown(Some(reply)),
+            Command::Sync(command) => command.run(&mut self.node, now),
         }
         self.drain_node();
     }
@@ -963,6 +973,10 @@ impl<R: Runtime> EventLoop<R> {
             },
             NodeEvent::ServiceUp { node, name } => MeshEvent::ServiceUp { node, name },
             NodeEvent::ServiceDown { node, name } => MeshEvent::ServiceDown { node, name },
+            NodeEvent::Sync(event) => match replication::mesh_event(event) {
+                Some(event) => event,
+                None => return,
+            },
             NodeEvent::Resolved { query, result } => {
                 for (name, reply) in self.resolving.remove(&query).unwrap_or_default() {
                     let _ = reply.send(result.map_err(|e| match e {

@@ -13,6 +13,7 @@ mod discovery;
 mod event_loop;
 pub mod identity_file;
 mod mesh;
+mod replication;
 mod runtime;
 mod sockets;
 mod stream;
@@ -26,6 +27,7 @@ pub use mesh::{
     Events, Mesh, MeshBuilder, MeshError, MeshEvent, ProcessSummary, Responder, RouteSummary,
     ServiceSummary, StartError, DEV_GENESIS, EVENT_CAPACITY,
 };
+pub use replication::MAX_CHAIN_READ;
 pub use runtime::{BoxFuture, Incoming, MeshTransport, Runtime, TransportListener};
 pub use sockets::{Accepted, Sockets, TcpTransport, WsTransport};
 pub use stream::{ws_config, ws_path_check, MeshStream, ReadHalf, WriteHalf, READ_BUFFER};

@@ -13,13 +13,19 @@ use weft_mesh::handshake::PqPolicy;
 use weft_mesh::membership::MemberInfo;
 use weft_mesh::mesh::{Target, MAX_HOPS};
 use weft_mesh::node::{
-    NodeConfig, NodeSendError, NodeStats, PeerSummary, RegistryError, RequestToken, SendFailure,
+    ChainWriteError, NodeConfig, NodeSendError, NodeStats, PeerSummary, RegistryError,
+    RequestToken, SendFailure, TreeWriteError,
 };
 use weft_mesh::resolve::Strategy;
+use weft_mesh::sync::chain::{ChainHead, ChainStore, ChainSyncError, Fork};
+use weft_mesh::sync::merkle::{self, KvStore};
+use weft_mesh::sync::tree::SyncError;
+use weft_mesh::sync::TreeState;
 use weft_mesh::{CloseReason, Identity, NodeId};
 
 use crate::discovery::Discovery;
 use crate::event_loop::{self, Command, Entry};
+use crate::replication::Plug;
 use crate::runtime::Transports;
 use crate::{Addr, AddrError, DiscoveryBackend, Runtime};
 
@@ -120,6 +126,67 @@ pub enum MeshEvent {
         /// The service.
         name: String,
     },
+    /// Entries pulled from `peer` were appended to this node's chain (one event per
+    /// batch the peer sent).
+    ChainProgress {
+        /// Where they came from.
+        peer: NodeId,
+        /// This node's chain head now.
+        head: ChainHead,
+    },
+    /// This node's chain caught up with `peer`'s (as far as it was known).
+    ChainSynced {
+        /// The peer.
+        peer: NodeId,
+        /// This node's chain head.
+        head: ChainHead,
+        /// Entries this pull appended.
+        appended: u64,
+    },
+    /// `peer`'s chain forks from this node's: nothing more is pulled from it.
+    ChainForked {
+        /// The peer.
+        peer: NodeId,
+        /// Two entries that cannot belong to one chain ([`Fork::is_valid`]).
+        fork: Fork,
+    },
+    /// A chain pull from `peer` stopped; it starts again at the peer's next head.
+    ChainFailed {
+        /// The peer.
+        peer: NodeId,
+        /// Why.
+        error: ChainSyncError,
+    },
+    /// This node's tree now mirrors `peer`'s (which had the higher version).
+    TreeSynced {
+        /// The peer.
+        peer: NodeId,
+        /// This node's tree now: the peer's version and root.
+        state: TreeState,
+        /// Tree sync bytes received by this pull (it descends only into subtrees that
+        /// differ, so this grows with the difference, not with the tree).
+        bytes_received: u64,
+        /// Leaves (keys with their values) received.
+        leaves: u64,
+    },
+    /// A tree pull from `peer` stopped; it starts again at the peer's next state.
+    TreeFailed {
+        /// The peer.
+        peer: NodeId,
+        /// Why.
+        error: SyncError,
+    },
+    /// `peer`'s tree has this node's version and another root: neither side pulls.
+    /// Reported once per root of the peer; [`Mesh::pull_tree`] mirrors it if the
+    /// application decides so.
+    TreeDiverged {
+        /// The peer.
+        peer: NodeId,
+        /// This node's tree.
+        ours: TreeState,
+        /// The peer's tree.
+        theirs: TreeState,
+    },
 }
 
 /// Why a mesh operation failed.
@@ -185,6 +252,13 @@ pub enum MeshError {
     /// An address did not parse.
     #[error(transparent)]
     BadAddr(#[from] AddrError),
+    /// A chain append was refused: no chain store, an invalid entry, or the store
+    /// refused it.
+    #[error("chain: {0}")]
+    Chain(#[from] ChainWriteError),
+    /// A tree write was refused: no tree store, or a key or value too large.
+    #[error("tree: {0}")]
+    Tree(#[from] TreeWriteError),
 }
 
 impl MeshError {
@@ -312,6 +386,10 @@ pub enum StartError {
         /// The error.
         source: std::io::Error,
     },
+    /// The tree store given to [`MeshBuilder::tree_store`] holds an entry too large
+    /// for a tree (a key over 1 KiB or a value over 1 MiB).
+    #[error("tree store: {0}")]
+    Tree(#[from] merkle::EntryError),
 }
 
 /// Configures a mesh node; [`MeshBuilder::start`] runs it.
@@ -327,6 +405,7 @@ pub struct MeshBuilder<R> {
     connect_timeout: Duration,
     discovery: Vec<Arc<dyn DiscoveryBackend>>,
     discovery_interval: Duration,
+    stores: Vec<Plug>,
 }
 
 impl<R: Runtime> MeshBuilder<R> {
@@ -345,6 +424,7 @@ impl<R: Runtime> MeshBuilder<R> {
             connect_timeout: Duration::from_secs(5),
             discovery: Vec::new(),
             discovery_interval: Duration::from_secs(30),
+            stores: Vec::new(),
         }
     }
 
@@ -425,12 +505,44 @@ impl<R: Runtime> MeshBuilder<R> {
         self
     }
 
+    /// Keep `store` as this node's chain, an append-only, hash-linked log replicated
+    /// with every peer that keeps one too: the node serves it to them and extends it
+    /// from the peer furthest ahead, checking every entry's link, and stops pulling
+    /// from a peer whose chain forks from it ([`MeshEvent::ChainForked`]). Write with
+    /// [`Mesh::append_chain`]; read with [`Mesh::chain_head`] and
+    /// [`Mesh::chain_entries`]. [`weft_mesh::sync::chain::MemoryChain`] keeps one in
+    /// memory.
+    pub fn chain_store(mut self, store: impl ChainStore + Send + 'static) -> Self {
+        self.stores.push(Box::new(move |node| {
+            node.set_chain_store(store);
+            Ok(())
+        }));
+        self
+    }
+
+    /// Keep `store` as this node's key/value tree at `version`, replicated with every
+    /// peer that keeps one too: a node mirrors a peer whose tree has a higher version
+    /// (and another root), moving only the subtrees that differ; equal versions with
+    /// different roots are reported ([`MeshEvent::TreeDiverged`]). Write with
+    /// [`Mesh::tree_insert`] and [`Mesh::tree_remove`] (each bumps the version), never
+    /// behind the node's back. [`weft_mesh::sync::merkle::MemoryStore`] keeps one in
+    /// memory. The tree is built over the store's entries at [`MeshBuilder::start`],
+    /// which fails with [`StartError::Tree`] if one is too large.
+    pub fn tree_store(mut self, store: impl KvStore + Send + 'static, version: u64) -> Self {
+        self.stores.push(Box::new(move |node| {
+            node.set_tree_store(store, version)
+                .map_err(StartError::Tree)
+        }));
+        self
+    }
+
     /// Receive every event from the start (nothing can happen before this subscription).
     pub fn subscribe(&mut self) -> Events {
         self.subscribers.add()
     }
 
-    /// Bind the listeners and start the node in the background.
+    /// Bind the listeners, plug in the chain and tree stores and start the node in the
+    /// background.
     pub async fn start(self) -> Result<Mesh<R>, StartError> {
         let listen = self
             .listen
@@ -497,7 +609,8 @@ impl<R: Runtime> MeshBuilder<R> {
             seeds,
             connect_timeout: self.connect_timeout,
             discovery,
-        });
+            stores: self.stores,
+        })?;
         let local_addrs = Arc::new(local_addrs);
         Ok(Mesh {
             commands,
@@ -566,7 +679,7 @@ impl<R> Mesh<R> {
         &self.local_addrs
     }
 
-    async fn ask<T>(
+    pub(crate) async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, MeshError> {

@@ -36,6 +36,11 @@
 //!   most once, and (after the healing phase) exactly once; `Delivered` between nodes
 //!   that saw no mutated bytes means the receiver really delivered that message.
 //!
+//! * replication: each node keeps a chain (nodes 0 and 1 on one chain, node 2 forked)
+//!   and a tree, and the script may write to them; every fork reported carries valid
+//!   evidence, and an untainted node's own starting chain is never replaced (nothing is
+//!   appended across a fork).
+//!
 //! Mutated bytes taint the node they reach: a tainted node may deliver forged payloads
 //! (the null cipher authenticates nothing), so only the structural checks apply to it.
 //!
@@ -85,9 +90,11 @@ use weft_mesh::frame::{self, FrameType};
 use weft_mesh::link::MAX_TRANSMIT;
 use weft_mesh::mesh::Target;
 use weft_mesh::node::{
-    AcceptError, Action, ConnId, MessageId, Node, NodeConfig, NodeEvent, NodeSendError,
+    AcceptError, Action, ConnId, MessageId, Node, NodeConfig, NodeEvent, NodeSendError, SyncEvent,
 };
 use weft_mesh::record::{RecordConfig, TAG_LEN};
+use weft_mesh::sync::chain::{ChainStore, MemoryChain};
+use weft_mesh::sync::merkle::{KvStore, MemoryStore};
 use weft_mesh::{CloseReason, Identity, Instant, NodeId, Rng};
 use weft_mesh_fuzz::{spread, GENESIS};
 
@@ -289,6 +296,9 @@ pub enum Op {
     Shutdown(u8),
     /// A node gets a seed (`to` % 4; node 3 does not exist).
     Seed(u8, u8),
+    /// An application writes to its replicated state: appends to its chain (even
+    /// `what`) or writes a key of its tree (odd `what`).
+    Write(u8, u8),
 }
 
 impl TypeGenerator for Forged {
@@ -372,6 +382,7 @@ impl TypeGenerator for Op {
                     node(driver)?,
                     driver.gen_u8(Bound::Included(&0), Bound::Excluded(&4))?,
                 ),
+                92..=93 => Op::Write(node(driver)?, driver.produce()?),
                 _ => Op::Deliver(driver.produce()?, How::All),
             },
         )
@@ -445,6 +456,9 @@ static RUNS_WITH_FRAME_CLOSE: AtomicU64 = AtomicU64::new(0);
 static RUNS_WITH_DECRYPT_FAILED: AtomicU64 = AtomicU64::new(0);
 static RUNS_WITH_RELAYS: AtomicU64 = AtomicU64::new(0);
 static RUNS_WITH_DUPLICATES: AtomicU64 = AtomicU64::new(0);
+static RUNS_WITH_CHAIN_PULLS: AtomicU64 = AtomicU64::new(0);
+static RUNS_WITH_FORKS: AtomicU64 = AtomicU64::new(0);
+static RUNS_WITH_TREE_SYNCS: AtomicU64 = AtomicU64::new(0);
 static MESSAGES: AtomicU64 = AtomicU64::new(0);
 static SLOWEST_RUN_MS: AtomicU64 = AtomicU64::new(0);
 
@@ -463,6 +477,12 @@ struct RunStats {
     relayed: u64,
     /// Copies the nodes dropped as duplicates (`NodeStats::duplicates`).
     duplicates: u64,
+    /// Chain entries appended by pulls.
+    chain_appended: u64,
+    /// Chain forks reported.
+    forks: u64,
+    /// Tree pulls finished.
+    tree_syncs: u64,
 }
 
 impl RunStats {
@@ -495,6 +515,9 @@ impl RunStats {
         bump(&RUNS_WITH_DECRYPT_FAILED, self.decrypt_failed);
         bump(&RUNS_WITH_RELAYS, self.relayed);
         bump(&RUNS_WITH_DUPLICATES, self.duplicates);
+        bump(&RUNS_WITH_CHAIN_PULLS, self.chain_appended);
+        bump(&RUNS_WITH_FORKS, self.forks);
+        bump(&RUNS_WITH_TREE_SYNCS, self.tree_syncs);
     }
 }
 
@@ -504,7 +527,8 @@ fn report() -> String {
         "node_script: {} runs. Runs with: delivered messages {} ({} messages in all), \
          messages delivered by a node that got mutated bytes {}, relayed envelopes {}, \
          duplicate copies dropped {}, a link closed with a record-layer reason (0x02xx) \
-         {}, with a frame-level one {}, with decrypt_failed {}; slowest run {} ms",
+         {}, with a frame-level one {}, with decrypt_failed {}; chain entries pulled {}, \
+         a chain fork reported {}, a tree pulled {}; slowest run {} ms",
         get(&RUNS),
         get(&RUNS_WITH_MESSAGES),
         get(&MESSAGES),
@@ -514,6 +538,9 @@ fn report() -> String {
         get(&RUNS_WITH_RECORD_CLOSE),
         get(&RUNS_WITH_FRAME_CLOSE),
         get(&RUNS_WITH_DECRYPT_FAILED),
+        get(&RUNS_WITH_CHAIN_PULLS),
+        get(&RUNS_WITH_FORKS),
+        get(&RUNS_WITH_TREE_SYNCS),
         get(&SLOWEST_RUN_MS),
     )
 }
@@ -665,10 +692,13 @@ impl Harness {
         RecordConfig::set_fuzzing_null_cipher(true);
         let nodes = (0..NODES)
             .map(|i| Peer {
-                node: Node::new(
-                    IDENTITIES[i].clone(),
-                    settings.config(i),
-                    Rng::from_seed([0xE0 + i as u8; 32]),
+                node: with_stores(
+                    i,
+                    Node::new(
+                        IDENTITIES[i].clone(),
+                        settings.config(i),
+                        Rng::from_seed([0xE0 + i as u8; 32]),
+                    ),
                 ),
                 latest: Instant::ZERO,
                 live: BTreeSet::new(),
@@ -965,6 +995,17 @@ impl Harness {
             NodeEvent::SendFailed { id, .. } => {
                 self.resolve(n, id);
             }
+            NodeEvent::Sync(SyncEvent::ChainSynced { appended, .. }) => {
+                self.stats.chain_appended += appended;
+            }
+            NodeEvent::Sync(SyncEvent::ChainForked { fork, .. }) => {
+                assert!(
+                    fork.is_valid(),
+                    "node {n}: fork evidence that proves nothing"
+                );
+                self.stats.forks += 1;
+            }
+            NodeEvent::Sync(SyncEvent::TreeSynced { .. }) => self.stats.tree_syncs += 1,
             _ => {}
         }
     }
@@ -1549,6 +1590,13 @@ impl Harness {
             }
             Op::Shutdown(n) => self.call(usize::from(*n), |node, now| node.shutdown(now)),
             Op::Seed(from, to) => self.seed(usize::from(*from), usize::from(*to)),
+            Op::Write(n, what) => self.call(usize::from(*n), |node, now| {
+                if what % 2 == 0 {
+                    let _ = node.append_chain(now, vec![*what]);
+                } else {
+                    let _ = node.tree_insert(now, &[*what], b"written");
+                }
+            }),
         }
         self.collect_wires();
     }
@@ -1576,8 +1624,24 @@ impl Harness {
         }
     }
 
-    /// The checks after [`Harness::settle`]: every send was answered exactly once.
+    /// The checks after [`Harness::settle`]: every send was answered exactly once, and
+    /// chain sync never appended across a fork: the chains of nodes that saw no mutated
+    /// bytes, each a fork of the common prefix, still extend their own starting chain.
     pub fn final_checks(&mut self) {
+        for (n, peer) in self.nodes.iter().enumerate() {
+            let chain = peer.node.chain().expect("plugged in");
+            let start = starting_chain(n);
+            if peer.tainted {
+                continue;
+            }
+            for seq in 1..=start.head().seq.min(chain.head().seq) {
+                assert_eq!(
+                    chain.get(seq).as_ref(),
+                    start.entries().get(seq as usize - 1),
+                    "node {n}: entry {seq} of its own chain was replaced"
+                );
+            }
+        }
         // Answers that only need the senders' pending events drained.
         for n in 0..NODES {
             self.drain(n);
@@ -1594,6 +1658,34 @@ impl Harness {
             );
         }
     }
+}
+
+/// Node `i`'s chain at the start: 8 common entries, then node 0 and 1 agree on 4 more
+/// (node 1 holds only 2 of them) and node 2 has forked with 3 of its own.
+fn starting_chain(i: usize) -> MemoryChain {
+    let mut chain = MemoryChain::from_payloads((0..8u8).map(|k| vec![k])).expect("valid");
+    let own: &[&[u8]] = match i {
+        0 => &[b"a", b"b", b"c", b"d"],
+        1 => &[b"a", b"b"],
+        _ => &[b"x", b"y", b"z"],
+    };
+    for p in own {
+        chain.push(p.to_vec()).expect("valid");
+    }
+    chain
+}
+
+/// Node `i` with its chain and a tree (versions 3, 2, 3 with different contents, so
+/// node 1 pulls and nodes 0 and 2 diverge).
+fn with_stores(i: usize, mut node: Node) -> Node {
+    node.set_chain_store(starting_chain(i));
+    let mut tree = MemoryStore::new();
+    for k in 0..(20 + 5 * i as u8) {
+        KvStore::insert(&mut tree, &[k], &[i as u8]);
+    }
+    node.set_tree_store(tree, [3, 2, 3][i])
+        .expect("small entries");
+    node
 }
 
 /// The bytes of a forged record delivered to node `relay`: `[u16 len][plaintext][tag]`.

@@ -1056,7 +1056,7 @@ impl Overlay {
         let now = Instant::ZERO;
         let digest = SyncDigest {
             services: Some(self.maps[m].summary()),
-            processes: None,
+            ..SyncDigest::default()
         }
         .encode();
         let mut bytes = digest.len();

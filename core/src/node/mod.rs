@@ -39,6 +39,7 @@ mod receipts;
 mod registry;
 mod resolve;
 mod seeds;
+mod sync;
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
@@ -53,6 +54,9 @@ pub use ipc::RequestToken;
 pub use links::{ConnId, Direction};
 pub use outbox::MessageId;
 pub use registry::RegistryError;
+pub use sync::{
+    BoxedChain, BoxedTree, ChainWriteError, SyncConfig, SyncEvent, TreeWrite, TreeWriteError,
+};
 
 use crate::dedup::{DedupConfig, DedupFilter};
 use crate::frame::FrameType;
@@ -131,6 +135,9 @@ pub struct NodeConfig {
     /// (drivers pass the start time in milliseconds since the Unix epoch), so that a
     /// restarted node's entries replace those of its previous run everywhere.
     pub epoch: u64,
+    /// Chain and tree sync, once the application plugs in a store
+    /// ([`Node::set_chain_store`], [`Node::set_tree_store`]).
+    pub sync: SyncConfig,
 }
 
 impl NodeConfig {
@@ -160,6 +167,7 @@ impl NodeConfig {
             registry: RegistryConfig::default(),
             resolver: ResolverConfig::default(),
             epoch: 0,
+            sync: SyncConfig::default(),
         }
     }
 
@@ -323,6 +331,8 @@ pub enum NodeEvent {
         /// A provider, or why none.
         result: Result<NodeId, ResolveError>,
     },
+    /// Chain or tree sync did something (with a store plugged in).
+    Sync(SyncEvent),
     /// A message or request failed (no answer will come).
     SendFailed {
         /// The recipient.
@@ -419,7 +429,8 @@ pub struct NodeStats {
     pub unroutable: u64,
     /// Envelopes dropped because a link's send queue was full.
     pub dropped_full: u64,
-    /// Registry gossip, sync digests and resolve messages that did not decode (dropped).
+    /// Registry gossip, sync digests, chain and tree sync and resolve messages that did
+    /// not decode (dropped).
     pub malformed_gossip: u64,
     /// Times a link went silent for `LinkConfig::stall_after` (routes then go around
     /// it until it speaks again).
@@ -448,6 +459,7 @@ pub struct Node {
     directory: Directory,
     swim: Option<Swim>,
     registries: registry::Registries,
+    replication: sync::Replication,
     resolver: Resolver,
     schedule: Option<Schedule>,
     stats: NodeStats,
@@ -489,6 +501,7 @@ impl Node {
                 services: ServiceRegistry::new(me, config.epoch, config.registry.clone()),
                 processes: ProcessTable::new(me, config.epoch, config.registry.clone()),
             },
+            replication: sync::Replication::default(),
             resolver: Resolver::new(config.resolver.clone(), &mut rng),
             schedule: None,
             stats: NodeStats::default(),
@@ -641,6 +654,7 @@ impl Node {
         self.release_due_receipts();
         self.membership_timers();
         self.resolve_timers();
+        self.sync_timers();
         self.outbox_timers();
         self.discovery_timers();
         self.dial_due_seeds(now);
@@ -751,6 +765,7 @@ impl Node {
             self.closing_by.filter(|_| self.links.len() > 0),
             self.swim.as_ref().and_then(Swim::poll_timeout),
             self.resolver.poll_timeout(),
+            self.replication.poll_timeout(),
             self.discovery_deadline(),
             // At capacity a due seed cannot be dialed: it waits until a link or a
             // handshake slot frees up (every such change comes with an input, after
@@ -807,6 +822,14 @@ impl Node {
                     frame_type: FrameType::ServiceResolve,
                     payload,
                 } => self.on_resolve(conn, &payload),
+                LinkEvent::Frame {
+                    frame_type: FrameType::ChainSync,
+                    payload,
+                } => self.on_chain_sync(conn, &payload),
+                LinkEvent::Frame {
+                    frame_type: FrameType::TreeSync,
+                    payload,
+                } => self.on_tree_sync(conn, &payload),
                 LinkEvent::Stalled | LinkEvent::Slow | LinkEvent::Resumed => {
                     self.link_health(conn, &event)
                 }
@@ -877,6 +900,8 @@ impl Node {
                     e.up = true;
                 }
                 self.send_routes_to(node, conn);
+                self.sync_peer_up(conn, node);
+                self.send_sync_digest(conn);
             }
             if let Some(e) = self.links.get_mut(loser) {
                 e.up = false;
@@ -901,6 +926,7 @@ impl Node {
         });
         self.discovery_peer_up(conn, node, direction);
         self.member_linked(node);
+        self.sync_peer_up(conn, node);
         self.send_sync_digest(conn);
     }
 
@@ -918,6 +944,7 @@ impl Node {
             Some(node) if up => {
                 self.peers.remove(&node);
                 self.discovery_peer_down(&node);
+                self.sync_peer_down(&node);
                 self.events.push_back(NodeEvent::PeerDown {
                     node,
                     reason,

@@ -191,10 +191,14 @@ impl Node {
     /// Summarise both registries to the peer on `conn` (after it came up, and for
     /// anti-entropy).
     pub(super) fn send_sync_digest(&mut self, conn: ConnId) {
-        let digest = SyncDigest {
+        let mut digest = SyncDigest {
             services: Some(self.registries.services.summary()),
             processes: Some(self.registries.processes.summary()),
+            ..SyncDigest::default()
         };
+        if let Some(peer) = self.links.get(conn).and_then(|e| e.peer) {
+            self.sync_sections(&mut digest, &peer);
+        }
         self.send_frame(conn, FrameType::SyncDigest, digest.encode());
     }
 
@@ -204,6 +208,7 @@ impl Node {
             self.stats.malformed_gossip += 1;
             return;
         };
+        self.on_sync_state(conn, digest.chain, digest.tree);
         let r = &mut self.registries;
         let services = digest
             .services

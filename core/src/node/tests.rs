@@ -860,3 +860,272 @@ fn resolve_asks_the_cluster_caches_not_found_and_rotates_among_providers() {
     }
     assert!(net.nodes[0].resolve(net.now, "").is_err());
 }
+
+mod replication {
+    use super::*;
+    use crate::sync::chain::{ChainStore, MemoryChain};
+    use crate::sync::merkle::MemoryStore;
+    use crate::sync::{STREAM_CHAIN, STREAM_TREE};
+
+    fn sync_events(net: &Net, i: usize) -> Vec<SyncEvent> {
+        net.events[i]
+            .iter()
+            .filter_map(|e| match e {
+                NodeEvent::Sync(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn tree(keys: core::ops::Range<u32>) -> MemoryStore {
+        let mut store = MemoryStore::new();
+        for k in keys {
+            crate::sync::merkle::KvStore::insert(&mut store, &k.to_be_bytes(), b"v");
+        }
+        store
+    }
+
+    fn no_membership() -> NodeConfig {
+        let mut c = config();
+        c.membership = None;
+        c
+    }
+
+    #[test]
+    fn the_hello_names_the_streams_and_the_chain_head() {
+        let mut net = Net::new(2, no_membership());
+        let chain = MemoryChain::from_payloads([&b"a"[..], b"b", b"c"]).unwrap();
+        net.nodes[0].set_chain_store(chain);
+        net.nodes[0].set_tree_store(tree(0..3), 1).unwrap();
+        let hello = &net.nodes[0].config().link.handshake;
+        assert_eq!(hello.chain_seq, 3);
+        assert_eq!(hello.supported_sync_streams, STREAM_CHAIN | STREAM_TREE);
+        net.nodes[0].append_chain(net.now, &b"d"[..]).unwrap();
+        assert_eq!(net.nodes[0].config().link.handshake.chain_seq, 4);
+        // A node without stores says so, and its peer never pulls from it nor offers it
+        // anything: no sync traffic, no sync events.
+        net.nodes[1].add_seed(net.now, "n0");
+        net.advance(Duration::ZERO);
+        net.advance(Duration::from_secs(6));
+        assert_eq!(
+            net.nodes[1].config().link.handshake.supported_sync_streams,
+            0
+        );
+        assert!(sync_events(&net, 0).is_empty() && sync_events(&net, 1).is_empty());
+        assert_eq!(net.nodes[1].stats().malformed_gossip, 0);
+    }
+
+    #[test]
+    fn an_append_is_advertised_and_pulled_within_the_advertise_delay() {
+        let mut net = Net::new(2, no_membership());
+        net.nodes[0].set_chain_store(MemoryChain::new());
+        net.nodes[1].set_chain_store(MemoryChain::new());
+        net.nodes[1].add_seed(net.now, "n0");
+        net.advance(Duration::ZERO);
+        for i in 0..10u8 {
+            net.nodes[0].append_chain(net.now, vec![i]).unwrap();
+        }
+        net.run();
+        assert_eq!(
+            net.nodes[1].chain().unwrap().head().seq,
+            0,
+            "not before the delay"
+        );
+        net.advance(net.nodes[0].config().sync.advertise_delay);
+        let (a, b) = (net.nodes[0].chain().unwrap(), net.nodes[1].chain().unwrap());
+        assert_eq!(b.head(), a.head());
+        let synced = sync_events(&net, 1);
+        assert!(
+            matches!(
+                synced.last(),
+                Some(SyncEvent::ChainSynced { appended: 10, .. })
+            ),
+            "{synced:?}"
+        );
+        // Without a chain, appending is refused.
+        let mut lone = Net::new(1, no_membership());
+        let now = lone.now;
+        assert_eq!(
+            lone.nodes[0].append_chain(now, &b"x"[..]),
+            Err(ChainWriteError::NoChain)
+        );
+    }
+
+    #[test]
+    fn the_higher_tree_version_wins_and_equal_versions_that_differ_are_reported() {
+        let mut net = Net::new(3, no_membership());
+        net.nodes[0].set_tree_store(tree(0..100), 7).unwrap();
+        net.nodes[1].set_tree_store(tree(0..90), 3).unwrap();
+        net.nodes[2].set_tree_store(tree(50..150), 7).unwrap();
+        net.nodes[1].add_seed(net.now, "n0");
+        net.advance(Duration::ZERO);
+        // n1 (version 3) mirrors n0 (version 7) and takes its version.
+        assert_eq!(net.nodes[1].tree_state(), net.nodes[0].tree_state());
+        assert!(matches!(
+            sync_events(&net, 1).as_slice(),
+            [SyncEvent::TreeSynced { leaves: 10, .. }]
+        ));
+        assert!(sync_events(&net, 0).is_empty(), "n0 had the higher version");
+
+        // n2 has version 7 too, with another root: both sides report it once, and
+        // neither pulls.
+        net.nodes[2].add_seed(net.now, "n0");
+        net.advance(Duration::ZERO);
+        net.advance(Duration::from_secs(20)); // anti-entropy digests repeat the states
+        let diverged = |net: &Net, i| {
+            sync_events(net, i)
+                .iter()
+                .filter(|e| matches!(e, SyncEvent::TreeDiverged { .. }))
+                .count()
+        };
+        assert_eq!((diverged(&net, 0), diverged(&net, 2)), (1, 1));
+        assert_eq!(net.nodes[2].tree().unwrap().len(), 100);
+        assert_ne!(net.nodes[2].tree_state(), net.nodes[0].tree_state());
+
+        // The application settles it: n2 mirrors n0.
+        let n0 = net.id(0);
+        assert!(net.nodes[2].pull_tree(net.now, n0));
+        net.run();
+        assert_eq!(net.nodes[2].tree_state(), net.nodes[0].tree_state());
+
+        // A write bumps the version: everyone else pulls it.
+        net.nodes[2]
+            .tree_insert(net.now, b"fresh", b"value")
+            .unwrap();
+        net.advance(net.nodes[2].config().sync.advertise_delay);
+        net.advance(net.nodes[0].config().sync.advertise_delay);
+        for i in 0..3 {
+            let state = net.nodes[i].tree_state().unwrap();
+            assert_eq!(state, net.nodes[2].tree_state().unwrap(), "node {i}");
+            assert_eq!(state.version, 8);
+        }
+    }
+
+    #[test]
+    fn both_sides_of_a_fork_report_it_the_one_ahead_too() {
+        let mut net = Net::new(2, no_membership());
+        let common = MemoryChain::from_payloads((0..10u8).map(|i| vec![i])).unwrap();
+        let (mut long, mut short) = (common.clone(), common);
+        for i in 0..10u8 {
+            long.push(vec![b'L', i]).unwrap();
+        }
+        for i in 0..5u8 {
+            short.push(vec![b'S', i]).unwrap();
+        }
+        let heads = (long.head(), short.head());
+        net.nodes[0].set_chain_store(long);
+        net.nodes[1].set_chain_store(short);
+        net.nodes[1].add_seed(net.now, "n0");
+        net.advance(Duration::ZERO);
+        for (i, seq) in [(0, 15), (1, 15)] {
+            let forks: Vec<_> = sync_events(&net, i)
+                .into_iter()
+                .filter_map(|e| match e {
+                    SyncEvent::ChainForked { fork, .. } => Some(fork),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(forks.len(), 1, "node {i}: {forks:?}");
+            assert!(forks[0].is_valid());
+            assert_eq!(forks[0].seq(), seq, "node {i}");
+        }
+        assert_eq!(net.nodes[0].chain().unwrap().head(), heads.0);
+        assert_eq!(net.nodes[1].chain().unwrap().head(), heads.1);
+        // Neither asks again: anti-entropy repeats the heads, nothing more happens.
+        net.advance(Duration::from_secs(30));
+        assert_eq!(sync_events(&net, 0).len() + sync_events(&net, 1).len(), 2);
+    }
+
+    #[test]
+    fn a_tree_batch_is_one_change_and_all_or_nothing() {
+        let mut net = Net::new(1, no_membership());
+        let now = net.now;
+        let node = &mut net.nodes[0];
+        assert_eq!(node.write_tree(now, [], None), Err(TreeWriteError::NoTree));
+        node.set_tree_store(tree(0..4), 5).unwrap();
+        let before = node.tree_state().unwrap();
+        let big = vec![0; crate::sync::merkle::MAX_VALUE_LEN + 1];
+        let refused = [TreeWrite::insert(b"a", b"1"), TreeWrite::insert(b"b", &big)];
+        assert_eq!(
+            node.write_tree(now, refused, Some(9)),
+            Err(TreeWriteError::Entry(
+                crate::sync::merkle::EntryError::ValueTooLarge
+            ))
+        );
+        assert_eq!(node.tree_state(), Some(before), "nothing written");
+        let (k0, k1) = (0u32.to_be_bytes(), 1u32.to_be_bytes());
+        let batch = [
+            TreeWrite::insert(b"a", b"1"),
+            TreeWrite::remove(&k0),
+            TreeWrite::remove(b"absent"),
+            TreeWrite::insert(&k1, b"v"), // unchanged
+        ];
+        assert_eq!(node.write_tree(now, batch, None), Ok(2));
+        assert_eq!(
+            node.tree_state().unwrap().version,
+            6,
+            "one change, one version"
+        );
+        assert_eq!(node.write_tree(now, [], Some(40)), Ok(0));
+        assert_eq!(node.tree_state().unwrap().version, 40);
+    }
+
+    #[test]
+    fn a_corrupt_reply_fails_the_pull_at_once() {
+        let mut net = Net::new(2, no_membership());
+        net.nodes[0].set_chain_store(MemoryChain::from_payloads([&b"a"[..]]).unwrap());
+        net.nodes[1].set_chain_store(MemoryChain::new());
+        net.nodes[1].add_seed(net.now, "n0");
+        net.advance(Duration::ZERO);
+        assert_eq!(net.nodes[1].chain().unwrap().head().seq, 1);
+        // n0 claims a longer chain; n1 starts a pull (its request not yet delivered)
+        // and a corrupt reply arrives first.
+        let (c0, c1) = (
+            net.nodes[0].peers[&net.id(1)],
+            net.nodes[1].peers[&net.id(0)],
+        );
+        let claimed = crate::sync::chain::ChainHead {
+            seq: 50,
+            hash: [5; 32],
+        };
+        net.nodes[1].on_sync_state(c1, Some(claimed), None);
+        net.nodes[0].send_frame(c0, FrameType::ChainSync, Bytes::from_static(&[0x02, 0]));
+        let mut buf = vec![0; crate::link::MAX_TRANSMIT];
+        while let Some(n) = net.nodes[0].poll_transmit(net.now, c0, &mut buf) {
+            net.nodes[1].handle_bytes(net.now, c1, &buf[..n]);
+        }
+        net.run();
+        let failed = sync_events(&net, 1);
+        assert!(
+            matches!(
+                failed.last(),
+                Some(SyncEvent::ChainFailed {
+                    error: crate::sync::chain::ChainSyncError::Decode(_),
+                    ..
+                })
+            ),
+            "{failed:?}"
+        );
+    }
+
+    #[test]
+    fn garbage_sync_frames_are_counted_and_change_nothing() {
+        let mut net = Net::new(2, no_membership());
+        net.nodes[0].set_chain_store(MemoryChain::from_payloads([&b"a"[..]]).unwrap());
+        net.nodes[0].set_tree_store(tree(0..10), 1).unwrap();
+        net.nodes[1].set_chain_store(MemoryChain::new());
+        net.nodes[1].set_tree_store(tree(0..1), 0).unwrap();
+        net.nodes[1].add_seed(net.now, "n0");
+        net.advance(Duration::ZERO);
+        let conn = *net.nodes[0].peers.values().next().unwrap();
+        for frame in [FrameType::ChainSync, FrameType::TreeSync] {
+            for junk in [&[][..], &[0xff][..], &[0x02, 0, 0][..]] {
+                net.nodes[0].send_frame(conn, frame, Bytes::copy_from_slice(junk));
+            }
+        }
+        net.run();
+        assert_eq!(net.nodes[1].stats().malformed_gossip, 6);
+        assert_eq!(net.nodes[1].tree_state(), net.nodes[0].tree_state());
+        assert_eq!(net.nodes[1].chain().unwrap().head().seq, 1);
+    }
+}

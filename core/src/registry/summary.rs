@@ -6,7 +6,9 @@
 //! section     := u8 tag, u16 len, len bytes of body
 //!   0x01 services   registry summary
 //!   0x02 processes  registry summary
-//!   other tags      skipped (chain head, tree root: later)
+//!   0x03 chain      u64 seq, 32 hash          (the chain's head; seq 0 only with zero hash)
+//!   0x04 tree       u64 version, 32 root      (the replicated tree's state)
+//!   other tags      skipped
 //! registry summary := u32 origins, SHA-256 32, u8 listed (0 | 1),
 //!                     listed: origins × (origin 32, version)  (ascending origin)
 //! ```
@@ -22,6 +24,8 @@ use sha2::{Digest as _, Sha256};
 use super::codec::Codec;
 use super::wire::{put_version_list, DIGEST_ENTRY_LEN};
 use super::{Gossip, OriginMap, Version};
+use crate::sync::chain::{ChainHead, MAX_SEQ};
+use crate::sync::TreeState;
 use crate::wire::Reader;
 use crate::NodeId;
 
@@ -31,6 +35,12 @@ pub const MAX_SUMMARY_LIST: usize = 64;
 pub const SECTION_SERVICES: u8 = 0x01;
 /// Section tag of the process table summary.
 pub const SECTION_PROCESSES: u8 = 0x02;
+/// Section tag of the chain head (present when the sender keeps a chain).
+pub const SECTION_CHAIN: u8 = 0x03;
+/// Section tag of the tree state (present when the sender keeps a tree).
+pub const SECTION_TREE: u8 = 0x04;
+/// Body length of the chain and tree sections.
+const STATE_SECTION_LEN: usize = 8 + 32;
 
 /// A registry's digest in brief: how many origins, a hash over `(origin, version)`, and
 /// the list itself when short.
@@ -119,39 +129,50 @@ fn hash(sorted: &[(NodeId, Version)]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// The SyncDigest frame: one optional summary per registry; later versions add sections
-/// (chain head, tree root) that older readers skip.
+/// The SyncDigest frame: one optional section per registry and per replicated state;
+/// sections of later versions are skipped by older readers.
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct SyncDigest {
     /// The service registry's summary.
     pub services: Option<RegistrySummary>,
     /// The process table's summary.
     pub processes: Option<RegistrySummary>,
+    /// The head of the sender's chain (chain sync).
+    pub chain: Option<ChainHead>,
+    /// The state of the sender's tree (tree sync).
+    pub tree: Option<TreeState>,
 }
 
 impl SyncDigest {
     /// The encoding: present sections in tag order.
     pub fn encode(&self) -> Bytes {
         let mut b = BytesMut::new();
-        for (tag, section) in self.sections() {
+        for (tag, section) in [
+            (SECTION_SERVICES, &self.services),
+            (SECTION_PROCESSES, &self.processes),
+        ] {
+            if let Some(section) = section {
+                b.put_u8(tag);
+                b.put_u16(section.encoded_len() as u16);
+                section.encode(&mut b);
+            }
+        }
+        let states = [
+            (SECTION_CHAIN, self.chain.map(|h| (h.seq, h.hash))),
+            (SECTION_TREE, self.tree.map(|t| (t.version, t.root))),
+        ];
+        for (tag, (number, hash)) in states.into_iter().filter_map(|(t, s)| Some((t, s?))) {
             b.put_u8(tag);
-            b.put_u16(section.encoded_len() as u16);
-            section.encode(&mut b);
+            b.put_u16(STATE_SECTION_LEN as u16);
+            b.put_u64(number);
+            b.put_slice(&hash);
         }
         b.freeze()
     }
 
-    fn sections(&self) -> impl Iterator<Item = (u8, &RegistrySummary)> {
-        [
-            (SECTION_SERVICES, self.services.as_ref()),
-            (SECTION_PROCESSES, self.processes.as_ref()),
-        ]
-        .into_iter()
-        .filter_map(|(tag, s)| s.map(|s| (tag, s)))
-    }
-
     /// `None` if malformed: a section cut short, a known section twice or with bytes
-    /// left over in its body. Unknown sections are skipped.
+    /// left over in its body, a chain head past [`MAX_SEQ`] or at 0 with a non-zero
+    /// hash. Unknown sections are skipped.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         let mut r = Reader(bytes);
         let mut digest = SyncDigest::default();
@@ -159,19 +180,38 @@ impl SyncDigest {
             let tag = r.u8()?;
             let len = r.u16()? as usize;
             let mut body = Reader(r.take(len)?);
-            let slot = match tag {
-                SECTION_SERVICES => &mut digest.services,
-                SECTION_PROCESSES => &mut digest.processes,
+            match tag {
+                SECTION_SERVICES | SECTION_PROCESSES => {
+                    let slot = if tag == SECTION_SERVICES {
+                        &mut digest.services
+                    } else {
+                        &mut digest.processes
+                    };
+                    if slot.is_some() {
+                        return None;
+                    }
+                    *slot = Some(RegistrySummary::decode(&mut body)?);
+                }
+                SECTION_CHAIN => {
+                    let (seq, hash) = (body.u64()?, body.array::<32>()?);
+                    let valid = seq <= MAX_SEQ && (seq != 0 || hash == [0; 32]);
+                    if digest.chain.is_some() || !valid {
+                        return None;
+                    }
+                    digest.chain = Some(ChainHead { seq, hash });
+                }
+                SECTION_TREE => {
+                    let (version, root) = (body.u64()?, body.array::<32>()?);
+                    if digest.tree.is_some() {
+                        return None;
+                    }
+                    digest.tree = Some(TreeState { version, root });
+                }
                 _ => continue,
-            };
-            if slot.is_some() {
-                return None;
             }
-            let summary = RegistrySummary::decode(&mut body)?;
             if !body.is_empty() {
                 return None;
             }
-            *slot = Some(summary);
         }
         Some(digest)
     }

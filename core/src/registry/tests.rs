@@ -785,6 +785,7 @@ fn sync_digest_round_trips_skips_unknown_sections_and_checks_lists() {
     let digest = SyncDigest {
         services: Some(a.summary()),
         processes: Some(RegistrySummary::of(&[])),
+        ..SyncDigest::default()
     };
     let bytes = digest.encode();
     assert_eq!(SyncDigest::decode(&bytes), Some(digest.clone()));
@@ -798,7 +799,7 @@ fn sync_digest_round_trips_skips_unknown_sections_and_checks_lists() {
     assert_eq!(SyncDigest::decode(&twice), None);
     let listed = SyncDigest {
         services: Some(a.summary()),
-        processes: None,
+        ..SyncDigest::default()
     };
     let boundary = listed.encode().len();
     for cut in 1..bytes.len() {
@@ -818,9 +819,57 @@ fn sync_digest_round_trips_skips_unknown_sections_and_checks_lists() {
     assert_eq!((summary.origins, summary.list.is_none()), (65, true));
     let d = SyncDigest {
         services: Some(summary),
-        processes: None,
+        ..SyncDigest::default()
     };
     assert_eq!(SyncDigest::decode(&d.encode()), Some(d));
+}
+
+#[test]
+fn sync_digest_carries_chain_head_and_tree_state() {
+    use crate::sync::chain::ChainHead;
+    use crate::sync::TreeState;
+    let digest = SyncDigest {
+        chain: Some(ChainHead {
+            seq: 7,
+            hash: [9; 32],
+        }),
+        tree: Some(TreeState {
+            version: 3,
+            root: [4; 32],
+        }),
+        ..SyncDigest::default()
+    };
+    let bytes = digest.encode();
+    let mut expected = vec![0x03, 0, 40, 0, 0, 0, 0, 0, 0, 0, 7];
+    expected.extend_from_slice(&[9; 32]);
+    expected.extend_from_slice(&[0x04, 0, 40, 0, 0, 0, 0, 0, 0, 0, 3]);
+    expected.extend_from_slice(&[4; 32]);
+    assert_eq!(&bytes[..], &expected[..]);
+    assert_eq!(SyncDigest::decode(&bytes), Some(digest.clone()));
+    // Cut anywhere inside a section: malformed; at the boundary: the first section.
+    for cut in 1..bytes.len() {
+        let expected = match cut {
+            43 => Some(SyncDigest {
+                chain: digest.chain,
+                ..SyncDigest::default()
+            }),
+            _ => None,
+        };
+        assert_eq!(SyncDigest::decode(&bytes[..cut]), expected, "cut at {cut}");
+    }
+    // A section too long, twice, or an empty chain head with a hash: malformed.
+    let mut long = bytes.to_vec();
+    long[2] = 41;
+    long.insert(43, 0);
+    assert_eq!(SyncDigest::decode(&long), None);
+    let mut twice = bytes.to_vec();
+    twice.extend_from_slice(&bytes[..43]);
+    assert_eq!(SyncDigest::decode(&twice), None);
+    let mut empty_with_hash = bytes.to_vec();
+    empty_with_hash[10] = 0;
+    assert_eq!(SyncDigest::decode(&empty_with_hash), None);
+    empty_with_hash[11..43].fill(0);
+    assert!(SyncDigest::decode(&empty_with_hash).is_some_and(|d| d.chain == Some(ChainHead::EMPTY)));
 }
 
 #[test]

@@ -4,6 +4,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use weft_mesh::membership::SwimConfig;
+use weft_mesh::sync::chain::MemoryChain;
+use weft_mesh::sync::merkle::MemoryStore;
 use weft_mesh::NodeId;
 use weft_mesh_tokio::{Events, Mesh, MeshEvent, Target};
 
@@ -169,6 +171,7 @@ pub async fn run(n: usize) -> Result<(), String> {
     }
     relay().await?;
     membership().await?;
+    replication().await?;
     println!("\nAll nodes stopped.");
     Ok(())
 }
@@ -486,4 +489,287 @@ fn name_of(nodes: &[DemoNode], id: NodeId) -> String {
         .iter()
         .find(|n| n.mesh.node_id() == id)
         .map_or_else(|| id.short().to_string(), |n| n.name.clone())
+}
+
+/// Payments in the replication demo's ledger.
+const PAYMENTS: u64 = 2000;
+/// Accounts whose balances the replication demo's tree holds.
+const ACCOUNTS: u64 = 20_000;
+/// The entry of the late node's balance snapshot.
+const SNAPSHOT: u64 = 1990;
+
+/// Payment `i` (from 1) of the demo ledger: who pays whom how much.
+fn payment(i: u64) -> (u64, u64, u64) {
+    (
+        i * 7919 % ACCOUNTS,
+        (i * 104_729 + 1) % ACCOUNTS,
+        1 + i % 50,
+    )
+}
+
+/// The ledger's first `n` payments, as chain entries.
+fn ledger(n: u64) -> Result<MemoryChain, String> {
+    MemoryChain::from_payloads((1..=n).map(|i| {
+        let (from, to, amount) = payment(i);
+        format!("payment {i}: account {from:05} pays account {to:05} {amount} coins").into_bytes()
+    }))
+    .map_err(|e| e.to_string())
+}
+
+/// Every account's balance after the first `n` payments (each starts with 1000), and
+/// the bytes of keys and values.
+fn balances(n: u64) -> (MemoryStore, usize) {
+    let mut balance = vec![1000i64; ACCOUNTS as usize];
+    for i in 1..=n {
+        let (from, to, amount) = payment(i);
+        balance[from as usize] -= amount as i64;
+        balance[to as usize] += amount as i64;
+    }
+    let store: MemoryStore = (balance.iter().enumerate())
+        .map(|(a, b)| {
+            (
+                format!("account/{a:05}").into_bytes(),
+                b.to_string().into_bytes(),
+            )
+        })
+        .collect();
+    let bytes = store.map().iter().map(|(k, v)| k.len() + v.len()).sum();
+    (store, bytes)
+}
+
+fn kb(bytes: u64) -> String {
+    format!("{:.1} KB", bytes as f64 / 1e3)
+}
+
+/// Chain and tree sync: a late node catches up a ledger and has its balances repaired,
+/// keeps up with a new payment, and a node with another history is told of the fork.
+async fn replication() -> Result<(), String> {
+    println!("\nReplication: nodes keep a shared log (a chain, each entry linked to the one");
+    println!("before by its hash) and a key/value tree (a Merkle tree: every subtree has a hash).");
+    let full = ledger(PAYMENTS)?;
+    let payload: usize = full.entries().iter().map(|e| e.payload().len()).sum();
+    let (tree, tree_bytes) = balances(PAYMENTS);
+    let mut r0b = Mesh::builder()
+        .listen("tcp://127.0.0.1:0")
+        .chain_store(full.clone())
+        .tree_store(tree.clone(), PAYMENTS);
+    let mut r0_events = r0b.subscribe();
+    let r0 = r0b.start().await.map_err(|e| e.to_string())?;
+    let seed = r0.local_addrs()[0].to_string();
+    let r1 = Mesh::builder()
+        .seed(seed.clone())
+        .chain_store(full)
+        .tree_store(tree, PAYMENTS)
+        .start()
+        .await
+        .map_err(|e| e.to_string())?;
+    until(&mut r0_events, |e| {
+        matches!(e, MeshEvent::PeerUp { .. }).then_some(())
+    })
+    .await?;
+    println!(
+        "  r0 and r1 hold a ledger of {PAYMENTS} payments ({} of entries) and the {ACCOUNTS} accounts'",
+        kb(payload as u64)
+    );
+    println!(
+        "  balances after them ({} of keys and values; tree version {PAYMENTS}: the entry it reflects).",
+        kb(tree_bytes as u64)
+    );
+
+    let (snapshot, _) = balances(SNAPSHOT);
+    let (now, _) = balances(PAYMENTS);
+    let stale = (snapshot.map().iter())
+        .filter(|(k, v)| now.map().get(*k) != Some(*v))
+        .count();
+    println!(
+        "  r2 joins late, restored from a balance snapshot taken at payment {SNAPSHOT} (so {stale}"
+    );
+    println!("  balances are out of date) and with an empty ledger:");
+    let mut r2b = Mesh::builder()
+        .chain_store(MemoryChain::new())
+        .tree_store(snapshot, SNAPSHOT);
+    let mut r2_events = r2b.subscribe();
+    let r2 = r2b.start().await.map_err(|e| e.to_string())?;
+    // Timed from the dial (`start` built r2's tree over its snapshot).
+    let started = Instant::now();
+    r2.connect(&seed).await.map_err(|e| e.to_string())?;
+    let names = [
+        (r0.node_id(), "r0"),
+        (r1.node_id(), "r1"),
+        (r2.node_id(), "r2"),
+    ];
+    let name = |id: &NodeId| {
+        names
+            .iter()
+            .find(|(n, _)| n == id)
+            .map_or_else(|| id.short().to_string(), |(_, s)| (*s).to_owned())
+    };
+    let (mut batches, mut chain, mut repaired) = (0, None, None);
+    while chain.is_none() || repaired.is_none() {
+        let event = until(&mut r2_events, |e| Some(e.clone())).await?;
+        match event {
+            MeshEvent::ChainProgress { .. } => batches += 1,
+            MeshEvent::ChainSynced {
+                peer,
+                head,
+                appended,
+            } if head.seq == PAYMENTS => {
+                chain = Some((peer, appended, started.elapsed()));
+            }
+            MeshEvent::TreeSynced {
+                peer,
+                bytes_received,
+                leaves,
+                ..
+            } => repaired = Some((peer, bytes_received, leaves, started.elapsed())),
+            MeshEvent::ChainForked { .. } | MeshEvent::ChainFailed { .. } => {
+                return Err(format!("r2's catch-up went wrong: {event:?}"));
+            }
+            _ => {}
+        }
+    }
+    if let (Some((peer, appended, took)), Some((tpeer, bytes, leaves, tat))) = (chain, repaired) {
+        println!(
+            "    ledger: {appended} entries pulled from {} in {batches} batches, {} after r2",
+            name(&peer),
+            ms(took)
+        );
+        println!(
+            "            dialed r0 (handshake included: {:.0} entries/s), each entry checked",
+            appended as f64 / took.as_secs_f64().max(1e-6)
+        );
+        println!("            against the hash of the one before");
+        println!(
+            "    tree:   repaired from {} {} after r2 dialed: comparing subtree hashes",
+            name(&tpeer),
+            ms(tat)
+        );
+        println!(
+            "            from the root down, it fetched {leaves} balances, {} in all",
+            kb(bytes)
+        );
+        println!(
+            "            ({:.1} % of the {} the tree holds)",
+            bytes as f64 * 100.0 / tree_bytes as f64,
+            kb(tree_bytes as u64)
+        );
+    }
+    let (ours, theirs) = (
+        r2.tree_state().await.map_err(|e| e.to_string())?,
+        r0.tree_state().await.map_err(|e| e.to_string())?,
+    );
+    if ours.is_none() || ours != theirs {
+        return Err("r2's tree does not match r0's".into());
+    }
+    println!(
+        "    r2's tree root now equals r0's: the same {ACCOUNTS} balances, version {PAYMENTS}"
+    );
+
+    // A new payment: the ledger grows by one entry and two balances change, written to
+    // the tree in one batch whose version is the payment's number.
+    let t = Instant::now();
+    let head = r0
+        .append_chain(&b"payment 2001: account 00042 pays account 00007 5 coins"[..])
+        .await
+        .map_err(|e| e.to_string())?;
+    let balance = |key: &str| {
+        let r0 = r0.clone();
+        let key = key.to_string();
+        async move {
+            let value = r0.tree_get(key).await.map_err(|e| e.to_string())?;
+            let value = value.ok_or("a balance is missing")?;
+            std::str::from_utf8(&value)
+                .ok()
+                .and_then(|v| v.parse::<i64>().ok())
+                .ok_or_else(|| String::from("a balance is not a number"))
+        }
+    };
+    let (payer, payee) = (
+        balance("account/00042").await?,
+        balance("account/00007").await?,
+    );
+    let writes = vec![
+        (
+            Bytes::from_static(b"account/00042"),
+            Some(Bytes::from((payer - 5).to_string())),
+        ),
+        (
+            Bytes::from_static(b"account/00007"),
+            Some(Bytes::from((payee + 5).to_string())),
+        ),
+    ];
+    r0.write_tree(writes, Some(head.seq))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut chain_at, mut tree_at) = (None, None);
+    until(&mut r2_events, |e| {
+        match e {
+            MeshEvent::ChainSynced { head: h, .. } if *h == head => chain_at = Some(t.elapsed()),
+            MeshEvent::TreeSynced { state, leaves, .. } if state.version == head.seq => {
+                tree_at = Some((t.elapsed(), *leaves))
+            }
+            _ => {}
+        }
+        (chain_at.is_some() && tree_at.is_some()).then_some(())
+    })
+    .await?;
+    let (tree_ms, leaves) = tree_at.unwrap_or_default();
+    println!(
+        "  r0 records payment {}: a ledger entry, and the two balances in one tree write",
+        head.seq
+    );
+    println!(
+        "  (version {}). r2 has the entry {} later and the {leaves} new balances {} later",
+        head.seq,
+        ms(chain_at.unwrap_or_default()),
+        ms(tree_ms)
+    );
+    println!(
+        "  (a change is announced 50 ms after it, so a burst of writes costs one announcement)"
+    );
+
+    // r3 kept its own history after payment 1500.
+    let mut other = ledger(1500)?;
+    for i in 0..40 {
+        other
+            .push(format!("payment {}: recorded only by r3", 1501 + i).into_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    let mut r3b = Mesh::builder().seed(seed).chain_store(other);
+    let mut r0_forks = r0.subscribe();
+    let mut r3_events = r3b.subscribe();
+    let r3 = r3b.start().await.map_err(|e| e.to_string())?;
+    let (peer, fork) = until(&mut r3_events, |e| match e {
+        MeshEvent::ChainForked { peer, fork } => Some((*peer, fork.clone())),
+        _ => None,
+    })
+    .await?;
+    println!(
+        "  r3 joins with a ledger of 1540 payments, the last 40 recorded only by r3: it finds"
+    );
+    println!(
+        "  that its entry {} and {}'s differ: a fork (both entries are kept as evidence,",
+        fork.seq(),
+        name(&peer)
+    );
+    println!(
+        "  which anyone can check{}); it pulls nothing more from {} and leaves the decision",
+        if fork.is_valid() {
+            ""
+        } else {
+            " (this one does not hold!)"
+        },
+        name(&peer)
+    );
+    println!("  to its application.");
+    until(&mut r0_forks, |e| {
+        matches!(e, MeshEvent::ChainForked { fork, .. } if fork.is_valid()).then_some(())
+    })
+    .await?;
+    println!("  r0, whose ledger is longer, learns of the fork too: r3 told it its head, which");
+    println!("  r0 finds is not on its own ledger, and r0 fetches that entry as its evidence");
+    for mesh in [r3, r2, r1, r0] {
+        mesh.shutdown().await;
+    }
+    Ok(())
 }

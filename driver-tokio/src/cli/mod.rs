@@ -10,6 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
 use weft_mesh::handshake::PqPolicy;
+use weft_mesh::sync::chain::MemoryChain;
+use weft_mesh::sync::merkle::MemoryStore;
 use weft_mesh::{CloseReason, NodeId};
 use weft_mesh_tokio::{
     identity_file, Mesh, MeshBuilder, MeshError, MeshEvent, Target, DEV_GENESIS,
@@ -59,6 +61,15 @@ enum Command {
         /// Advertise a service this node provides (repeatable): every member learns it.
         #[arg(long = "service")]
         service: Vec<String>,
+        /// Keep an in-memory chain, replicated with peers that keep one, starting with
+        /// this many generated entries ("entry 1", "entry 2", ...).
+        #[arg(long, value_name = "ENTRIES")]
+        chain: Option<u32>,
+        /// Keep an in-memory key/value tree, replicated with peers that keep one, of
+        /// this many generated keys ("key 1" = "value 1", ...) at version KEYS: a node
+        /// with more keys wins, and the others repair their difference.
+        #[arg(long, value_name = "KEYS")]
+        tree: Option<u32>,
         #[command(flatten)]
         cluster: ClusterArgs,
         /// One JSON object per line on stdout instead of human-readable lines.
@@ -142,8 +153,13 @@ fn parse_genesis(s: &str) -> Result<[u8; 32], String> {
 /// Parse arguments, run the command, map failures to a one-line message and exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The demo provokes what a node warns of (a forked chain): its narration says it.
+    let default = match cli.command {
+        Command::Demo { .. } => "error",
+        _ => "warn",
+    };
     let filter =
-        tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| "warn".into());
+        tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| default.into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -178,6 +194,8 @@ async fn run(command: Command) -> Result<(), String> {
             target_peers,
             echo,
             service,
+            chain,
+            tree,
             cluster,
             json,
         } => {
@@ -189,6 +207,8 @@ async fn run(command: Command) -> Result<(), String> {
                 target_peers,
                 echo,
                 services: service,
+                chain,
+                tree,
             };
             node(args, cluster, json).await
         }
@@ -225,6 +245,8 @@ struct NodeArgs {
     target_peers: usize,
     echo: bool,
     services: Vec<String>,
+    chain: Option<u32>,
+    tree: Option<u32>,
 }
 
 async fn node(args: NodeArgs, cluster: ClusterArgs, json: bool) -> Result<(), String> {
@@ -242,6 +264,22 @@ async fn node(args: NodeArgs, cluster: ClusterArgs, json: bool) -> Result<(), St
     }
     for addr in args.advertise {
         builder = builder.advertise(addr);
+    }
+    if let Some(entries) = args.chain {
+        let payloads = (1..=entries).map(|i| format!("entry {i}").into_bytes());
+        let chain = MemoryChain::from_payloads(payloads).map_err(|e| e.to_string())?;
+        builder = builder.chain_store(chain);
+    }
+    if let Some(keys) = args.tree {
+        let tree: MemoryStore = (1..=keys)
+            .map(|i| {
+                (
+                    format!("key {i}").into_bytes(),
+                    format!("value {i}").into_bytes(),
+                )
+            })
+            .collect();
+        builder = builder.tree_store(tree, keys.into());
     }
     let mut events = builder.subscribe();
     let mesh = builder.start().await.map_err(|e| e.to_string())?;

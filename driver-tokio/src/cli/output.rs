@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::Path;
 
 use serde_json::{json, Value};
+use weft_mesh::sync::chain::Fork;
 use weft_mesh::NodeId;
 use weft_mesh_tokio::{Addr, MeshEvent, Target};
 
@@ -95,6 +96,67 @@ impl Output {
             MeshEvent::MemberLeft { node } => member("left", node, "left"),
             MeshEvent::ServiceUp { node, name } => service("up", node, name),
             MeshEvent::ServiceDown { node, name } => service("down", node, name),
+            MeshEvent::ChainProgress { peer, head } => (
+                json!({"event": "chain_progress", "peer": peer.to_string(),
+                       "seq": head.seq, "hash": hex::encode(head.hash)}),
+                format!("chain      at entry {} (pulling from {})", head.seq, peer.short()),
+            ),
+            MeshEvent::ChainSynced {
+                peer,
+                head,
+                appended,
+            } => (
+                json!({"event": "chain_synced", "peer": peer.to_string(), "seq": head.seq,
+                       "hash": hex::encode(head.hash), "appended": appended}),
+                format!(
+                    "chain      caught up with {} at entry {} ({appended} new)",
+                    peer.short(),
+                    head.seq
+                ),
+            ),
+            MeshEvent::ChainForked { peer, fork } => (
+                json!({"event": "chain_forked", "peer": peer.to_string(), "seq": fork.seq(),
+                       "kind": match fork {
+                           Fork::Conflict { .. } => "conflict",
+                           _ => "broken_link",
+                       }}),
+                format!(
+                    "chain      {} forks from ours at entry {}: no more pulls from it",
+                    peer.short(),
+                    fork.seq()
+                ),
+            ),
+            MeshEvent::ChainFailed { peer, error } => (
+                json!({"event": "chain_failed", "peer": peer.to_string(), "error": error.to_string()}),
+                format!("chain      pull from {} failed: {error}", peer.short()),
+            ),
+            MeshEvent::TreeSynced {
+                peer,
+                state,
+                bytes_received,
+                leaves,
+            } => (
+                json!({"event": "tree_synced", "peer": peer.to_string(), "version": state.version,
+                       "root": hex::encode(state.root), "bytes": bytes_received, "leaves": leaves}),
+                format!(
+                    "tree       mirrors {} at version {} ({leaves} leaves, {bytes_received} bytes received)",
+                    peer.short(),
+                    state.version
+                ),
+            ),
+            MeshEvent::TreeFailed { peer, error } => (
+                json!({"event": "tree_failed", "peer": peer.to_string(), "error": error.to_string()}),
+                format!("tree       pull from {} failed: {error}", peer.short()),
+            ),
+            MeshEvent::TreeDiverged { peer, ours, theirs } => (
+                json!({"event": "tree_diverged", "peer": peer.to_string(), "version": ours.version,
+                       "ours": hex::encode(ours.root), "theirs": hex::encode(theirs.root)}),
+                format!(
+                    "tree       {} has our version {} with another root: not pulled",
+                    peer.short(),
+                    ours.version
+                ),
+            ),
             other => (
                 json!({"event": "other", "debug": format!("{other:?}")}),
                 format!("{other:?}"),

@@ -381,6 +381,22 @@ impl Sim {
         done
     }
 
+    /// Hand `a`'s node to `f` (with the current time) for anything the simulator has no
+    /// verb for (plugging in stores, writing a chain or a tree), log `what` and step `a`.
+    /// `None` if `a` is down.
+    pub fn with_node<R>(
+        &mut self,
+        a: NodeIdx,
+        what: &str,
+        f: impl FnOnce(&mut Node, Instant) -> R,
+    ) -> Option<R> {
+        let now = self.now;
+        let result = self.hosts[a.0].node.as_mut().map(|node| f(node, now));
+        self.log(format!("{a} {what} up={}", result.is_some()));
+        self.step(a);
+        result
+    }
+
     /// Run for `d` of virtual time.
     pub fn run_for(&mut self, d: Duration) {
         let deadline = self.now + d;

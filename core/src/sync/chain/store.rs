@@ -199,6 +199,20 @@ pub trait ChainStore {
     fn append(&mut self, entry: ChainEntry) -> Result<(), AppendError>;
 }
 
+impl<T: ChainStore + ?Sized> ChainStore for alloc::boxed::Box<T> {
+    fn head(&self) -> ChainHead {
+        (**self).head()
+    }
+
+    fn get(&self, seq: u64) -> Option<ChainEntry> {
+        (**self).get(seq)
+    }
+
+    fn append(&mut self, entry: ChainEntry) -> Result<(), AppendError> {
+        (**self).append(entry)
+    }
+}
+
 impl<T: ChainStore + ?Sized> ChainStore for &mut T {
     fn head(&self) -> ChainHead {
         (**self).head()

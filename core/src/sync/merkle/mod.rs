@@ -136,7 +136,8 @@ impl fmt::Display for EntryError {
 #[cfg(feature = "std")]
 impl std::error::Error for EntryError {}
 
-fn check_entry(key: &[u8], value: &[u8]) -> Result<(), EntryError> {
+/// Whether `key` and `value` fit a tree: what [`MerkleTree::insert`] checks first.
+pub fn check_entry(key: &[u8], value: &[u8]) -> Result<(), EntryError> {
     if key.len() > MAX_KEY_LEN {
         return Err(EntryError::KeyTooLarge);
     }

@@ -43,6 +43,24 @@ impl<T: KvStore + ?Sized> KvStore for &mut T {
     }
 }
 
+impl<T: KvStore + ?Sized> KvStore for alloc::boxed::Box<T> {
+    fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
+        (**self).get(key)
+    }
+
+    fn insert(&mut self, key: &[u8], value: &[u8]) {
+        (**self).insert(key, value);
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        (**self).remove(key);
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        (**self).for_each(f);
+    }
+}
+
 /// A [`KvStore`] in a `BTreeMap`, for tests and demos.
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct MemoryStore {
