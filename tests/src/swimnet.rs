@@ -929,4 +929,3 @@ mod tests {
         assert_eq!(s.held_by_pause, 0);
     }
 }
-
