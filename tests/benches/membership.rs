@@ -6,6 +6,21 @@
 //! measured, then a table with the targets. Nothing in the table is assumed: every
 //! value comes from the run.
 //!
+//! **N = 10000** is simulated only on request, as it takes about 11 GB of memory and
+//! 23 minutes of real time on two cores (5 of them forming the cluster): with
+//! `WEFT_BENCH_N10000=1` a formed cluster of 10000 (see below; no join is simulated)
+//! runs after the other sizes, and with `WEFT_BENCH_N10000=only` it runs alone (no
+//! other figure):
+//!
+//! ```text
+//! WEFT_BENCH_N10000=only cargo bench -p weft-mesh-tests --bench membership
+//! ```
+//!
+//! It goes through the phases below after the join, shortened: idle over 30 s (one
+//! push-pull interval), 3 crash trials, 30 s of 5 % link stalls (about 83 node-hours;
+//! no 20 % stalls and no pauses), and also prints the real time forming took and the
+//! process's peak resident memory.
+//!
 //! SWIM figures come from [`SwimNet`] (`tests/src/swimnet.rs`): N [`Swim`] members with
 //! the LAN preset (1 s probe period), every pair linked directly by 1-5 ms links with a
 //! 1 % tail up to 100 ms later. One cluster per N goes through every phase in turn
@@ -55,8 +70,9 @@
 //! **memory per member** (the target) is measured on one table alone, by a counting
 //! allocator: the heap a [`Swim`] gains by learning N - 1 members (rows, probe order;
 //! its gossip queues drained), divided by N - 1. With it, the size of one full-state
-//! (push-pull) send. N = 10000 is measured this way only: a simulated cluster would
-//! hold 10^8 rows (the note at the end gives the sizes).
+//! (push-pull) send. By default N = 10000 is measured this way only: a simulated
+//! cluster holds 10^8 rows (the note at the end gives the sizes; see above for
+//! `WEFT_BENCH_N10000`).
 //!
 //! Registry figures model the Node's dissemination with real [`ServiceRegistry`]s and
 //! encoded gossip: an overlay where each node links to about 8 others (the union of 4
@@ -134,20 +150,56 @@ const MEMORY_TARGET: f64 = 100.0;
 /// The registry target: rounds to reach every node at N = 1000.
 const ROUNDS_TARGET: u32 = 12;
 
+/// How the cluster of a plan comes to be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cluster {
+    /// Simulated join; every later phase runs on the joined cluster.
+    Joined,
+    /// Simulated join (for its figures), then every later phase runs on a
+    /// [formed](SwimNet::form) cluster (the joined one's gossip queues take minutes to
+    /// drain at 1000).
+    JoinedThenFormed,
+    /// No join at all: a [formed](SwimNet::form) cluster from the start.
+    Formed,
+}
+
 /// What one size runs.
 struct SwimPlan {
     n: usize,
     crash_trials: usize,
-    /// How long each 5 % and 20 % link-stall run lasts.
-    link_runs: Duration,
+    /// The link-stall runs: (fraction, how long).
+    link_runs: Vec<(f64, Duration)>,
     /// The pause runs: (fraction, how long).
     pause_runs: Vec<(f64, Duration)>,
     /// How long to wait for the join's gossip to drain at most.
     settle_max: Duration,
-    /// Whether the phases after the join run on a [formed](SwimNet::form) cluster
-    /// instead of the joined one (whose gossip queues take minutes to drain at 1000).
-    formed_after_join: bool,
+    cluster: Cluster,
     idle_window: Duration,
+}
+
+/// The environment variable that adds the N = 10000 cluster (see the module docs).
+const N10000_VAR: &str = "WEFT_BENCH_N10000";
+
+/// Whether to simulate the formed cluster of 10000 ([`N10000_VAR`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum N10000 {
+    /// Unset, empty or `0` (and always in the quick run).
+    Off,
+    /// `1` (any other value): after the other SWIM sizes.
+    Also,
+    /// `only`: the N = 10000 cluster and nothing else.
+    Only,
+}
+
+impl N10000 {
+    fn from_env(quick: bool) -> Self {
+        match std::env::var(N10000_VAR) {
+            _ if quick => N10000::Off,
+            Ok(v) if v == "only" => N10000::Only,
+            Ok(v) if !v.is_empty() && v != "0" => N10000::Also,
+            _ => N10000::Off,
+        }
+    }
 }
 
 /// One line of the final table.
@@ -234,17 +286,18 @@ fn main() {
     let net = NetConfig::default();
     println!("SwimConfig (every figure unless stated): {swim:?}");
     println!("NetConfig: {net:?}");
-    let plans = if quick {
+    let n10000 = N10000::from_env(quick);
+    let mut plans = if quick {
         vec![SwimPlan {
             n: 30,
             crash_trials: 3,
-            link_runs: Duration::from_secs(300),
+            link_runs: link_runs(Duration::from_secs(300)),
             pause_runs: vec![
                 (0.05, Duration::from_secs(300)),
                 (0.2, Duration::from_secs(300)),
             ],
             settle_max: Duration::from_secs(120),
-            formed_after_join: false,
+            cluster: Cluster::Joined,
             idle_window: Duration::from_secs(60),
         }]
     } else {
@@ -252,30 +305,48 @@ fn main() {
             SwimPlan {
                 n: 100,
                 crash_trials: 20,
-                link_runs: Duration::from_secs(3600),
+                link_runs: link_runs(Duration::from_secs(3600)),
                 pause_runs: vec![
                     (0.05, Duration::from_secs(3600)),
                     (0.2, Duration::from_secs(3600)),
                 ],
                 settle_max: Duration::from_secs(900),
-                formed_after_join: false,
+                cluster: Cluster::Joined,
                 idle_window: Duration::from_secs(120),
             },
             SwimPlan {
                 n: 1000,
                 crash_trials: 10,
-                link_runs: Duration::from_secs(300),
+                link_runs: link_runs(Duration::from_secs(300)),
                 pause_runs: vec![(0.05, Duration::from_secs(60))],
                 settle_max: Duration::from_secs(60),
-                formed_after_join: true,
+                cluster: Cluster::JoinedThenFormed,
                 idle_window: Duration::from_secs(120),
             },
         ]
     };
+    if n10000 == N10000::Only {
+        plans.clear();
+    }
+    if n10000 != N10000::Off {
+        plans.push(SwimPlan {
+            n: 10_000,
+            crash_trials: 3,
+            link_runs: vec![(0.05, Duration::from_secs(30))],
+            pause_runs: Vec::new(),
+            settle_max: Duration::ZERO,
+            cluster: Cluster::Formed,
+            idle_window: Duration::from_secs(30),
+        });
+    }
     let mut report = Report::new();
     let mut join_wall = Duration::ZERO;
     for plan in &plans {
-        join_wall = swim_figures(plan, &swim, &net, &mut report);
+        join_wall = join_wall.max(swim_figures(plan, &swim, &net, &mut report));
+    }
+    if n10000 == N10000::Only {
+        report.print();
+        return;
     }
     let variant = if quick {
         (30, 3, Duration::from_secs(300))
@@ -299,13 +370,13 @@ fn main() {
     for &n in table_sizes {
         registry_figures(n, if quick { 3 } else { 10 }, &mut report);
     }
-    if !quick {
+    if n10000 == N10000::Off && !quick {
         report.note(format!(
-            "no SWIM cluster of 10000 simulated, so no crash or false-positive figures at \
-             10000: its 10^8 rows of {per_member:.0} B (measured above) would take {:.0} GB, \
-             about all of this machine's memory; and every push-pull would carry {} kB \
-             (measured above), 20000 of them per 30 s, while the 1000-member join took {:.0} \
-             s of real time to converge",
+            "no SWIM cluster of 10000 simulated (set {N10000_VAR}=1 for one, formed without \
+             a join), so no crash or false-positive figures at 10000: its 10^8 rows of \
+             {per_member:.0} B (measured above) would take {:.0} GB; every push-pull would \
+             carry {} kB (measured above), 20000 of them per 30 s; the 1000-member join took \
+             {:.0} s of real time to converge",
             per_member * 1e8 / 1e9,
             push_pull_bytes / 1000,
             join_wall.as_secs_f64(),
@@ -327,48 +398,66 @@ fn swim_figures(
     println!("N = {n}");
     let wall = Wall::now();
     let mut heap_before = allocated();
-    let (mut net, joined) = joined_cluster(n, n as u64, swim, config);
-    let join_wall = wall.elapsed();
-    let spread = join_spread(n);
-    let value = joined.map_or("not converged in 1800 s".into(), |t| {
-        format!(
-            "{:.1} s (joins spread over {} s)",
-            t.as_secs_f64(),
-            spread.as_secs()
-        )
-    });
-    report.row("join: all know all", n, value);
-
-    let value = match settle(&mut net, plan.settle_max) {
-        Ok(took) => format!("{} s after all knew all", took.as_secs()),
-        Err(load) => format!(
-            "not within {} s after all knew all (pings, acks and gossip packets still carried {load:.1} \
-             updates each in the last 10 s)",
-            plan.settle_max.as_secs()
-        ),
-    };
-    report.row("join: gossip queues drained", n, value);
     let mut events = 0;
-    let mut forming = Duration::ZERO;
-    if plan.formed_after_join {
-        let s = net.stats();
-        events += s.delivered + s.timers;
-        drop(net);
-        let started = Wall::now();
-        heap_before = allocated();
-        net = SwimNet::new(n, n as u64 + 1, swim.clone(), config.clone());
-        net.form();
-        forming = started.elapsed();
-        assert!(net.converged(), "a formed cluster has converged");
-        report.row(
-            "formed cluster for what follows",
-            n,
+    let mut join_wall = Duration::ZERO;
+    let mut joined_net = None;
+    if plan.cluster != Cluster::Formed {
+        let (mut net, joined) = joined_cluster(n, n as u64, swim, config);
+        join_wall = wall.elapsed();
+        let spread = join_spread(n);
+        let value = joined.map_or("not converged in 1800 s".into(), |t| {
             format!(
-                "{:.1} s of real time (every member given the full state, queues drained)",
-                forming.as_secs_f64()
+                "{:.1} s (joins spread over {} s)",
+                t.as_secs_f64(),
+                spread.as_secs()
+            )
+        });
+        report.row("join: all know all", n, value);
+
+        let value = match settle(&mut net, plan.settle_max) {
+            Ok(took) => format!("{} s after all knew all", took.as_secs()),
+            Err(load) => format!(
+                "not within {} s after all knew all (pings, acks and gossip packets still \
+                 carried {load:.1} updates each in the last 10 s)",
+                plan.settle_max.as_secs()
             ),
-        );
+        };
+        report.row("join: gossip queues drained", n, value);
+        if plan.cluster == Cluster::Joined {
+            joined_net = Some(net);
+        } else {
+            let s = net.stats();
+            events += s.delivered + s.timers;
+        }
     }
+    // Real time spent forming and checking the formed cluster (not simulating).
+    let mut forming = Duration::ZERO;
+    let mut net = match joined_net {
+        Some(net) => net,
+        None => {
+            let started = Wall::now();
+            heap_before = allocated();
+            let mut net = SwimNet::new(n, n as u64 + 1, swim.clone(), config.clone());
+            net.form();
+            let formed = started.elapsed();
+            assert!(net.converged(), "a formed cluster has converged");
+            forming = started.elapsed();
+            let what = if plan.cluster == Cluster::Formed {
+                "formed cluster (no join simulated)"
+            } else {
+                "formed cluster for what follows"
+            };
+            report.row(
+                what,
+                n,
+                format!(
+                    "{:.1} s of real time (every member given the full state, queues drained)",
+                    formed.as_secs_f64()
+                ),
+            );
+            net
+        }
+    };
     let before = net.stats();
     net.run_for(plan.idle_window);
     let after = net.stats();
@@ -405,10 +494,14 @@ fn swim_figures(
         ),
     );
     crash_figures(&mut net, plan.crash_trials, swim, small, "", report);
-    let mut faults = vec![
-        (Fault::LinkStalls, 0.05, plan.link_runs, "0 at 5 %"),
-        (Fault::LinkStalls, 0.20, plan.link_runs, ""),
-    ];
+    let mut faults: Vec<_> = plan
+        .link_runs
+        .iter()
+        .map(|&(fraction, run)| {
+            let goal = if fraction == 0.05 { "0 at 5 %" } else { "" };
+            (Fault::LinkStalls, fraction, run, goal)
+        })
+        .collect();
     faults.extend(
         plan.pause_runs
             .iter()
@@ -430,7 +523,33 @@ fn swim_figures(
             events as f64 / secs / 1e6,
         ),
     );
+    if plan.cluster == Cluster::Formed {
+        if let Some(peak) = peak_resident() {
+            report.row(
+                "peak resident memory of the bench so far",
+                n,
+                format!(
+                    "{:.1} GB (VmHWM; the simulation took {:.0} s of real time after forming)",
+                    peak as f64 / 1e9,
+                    secs
+                ),
+            );
+        }
+    }
     join_wall
+}
+
+/// The 5 % and 20 % link-stall runs, each lasting `run`.
+fn link_runs(run: Duration) -> Vec<(f64, Duration)> {
+    vec![(0.05, run), (0.2, run)]
+}
+
+/// The process's peak resident set in bytes (Linux's `VmHWM`), if known.
+fn peak_resident() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// The variant without dedicated gossip on a formed cluster of `n`: crash trials and 5 %
