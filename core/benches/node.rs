@@ -97,15 +97,17 @@ impl Pair {
     /// `n` round trips starting at `*t` microseconds.
     fn round_trips(&mut self, n: usize, t: &mut u64) {
         let (ida, idb) = (self.a.node_id(), self.b.node_id());
-        let payload = [7u8; PAYLOAD];
+        let payload = bytes::Bytes::from_static(&[7u8; PAYLOAD]);
         for _ in 0..n {
             *t += 20;
             let now = Instant::from_micros(*t);
-            self.a.send(now, idb, Target::Node, &payload).expect("room");
+            self.a
+                .send(now, idb, Target::Node, payload.clone())
+                .expect("room");
             self.pump(now);
             while let Some(e) = self.b.poll_event() {
                 if let NodeEvent::Message { payload, .. } = e {
-                    self.b.send(now, ida, Target::Node, &payload).expect("room");
+                    self.b.send(now, ida, Target::Node, payload).expect("room");
                 }
             }
             self.pump(now);

@@ -19,6 +19,7 @@
 //! ```
 
 use alloc::vec::Vec;
+use bytes::Bytes;
 use core::fmt;
 
 /// Largest value of a frame's `len` field: 16 MiB (type byte plus payload).
@@ -211,6 +212,88 @@ pub struct Frame<'a> {
     pub payload: &'a [u8],
 }
 
+/// An outgoing frame's payload: up to three pieces that leave back to back, so that a
+/// large body (an application's message) is sealed straight from the buffer the
+/// application handed over, with a small header and trailer around it, never joined.
+///
+/// ```
+/// use bytes::Bytes;
+/// use weft_mesh::frame::Payload;
+/// let p = Payload::new(Bytes::from_static(b"head:"), Bytes::from_static(b"body"), Bytes::new());
+/// assert_eq!(p.len(), 9);
+/// let mut out = [0u8; 6];
+/// p.copy_to(3, &mut out);
+/// assert_eq!(&out, b"d:body");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Payload {
+    parts: [Bytes; 3],
+}
+
+impl Payload {
+    /// `head`, then `body`, then `tail`.
+    pub fn new(head: Bytes, body: Bytes, tail: Bytes) -> Payload {
+        Payload {
+            parts: [head, body, tail],
+        }
+    }
+
+    /// Bytes in all pieces.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Bytes::len).sum()
+    }
+
+    /// Whether every piece is empty.
+    pub fn is_empty(&self) -> bool {
+        self.parts.iter().all(Bytes::is_empty)
+    }
+
+    /// Copy `out.len()` bytes starting at byte `from` of the joined pieces.
+    ///
+    /// # Panics
+    /// If `from + out.len()` exceeds [`Payload::len`] (a caller bug).
+    pub fn copy_to(&self, mut from: usize, out: &mut [u8]) {
+        let mut at = 0;
+        for part in &self.parts {
+            if at == out.len() {
+                return;
+            }
+            if from >= part.len() {
+                from -= part.len();
+                continue;
+            }
+            let n = (part.len() - from).min(out.len() - at);
+            out[at..at + n].copy_from_slice(&part[from..from + n]);
+            (at, from) = (at + n, 0);
+        }
+        assert!(at == out.len(), "copy past the end of a payload");
+    }
+
+    /// The pieces joined into one buffer (copied unless only one piece is non-empty).
+    pub fn to_bytes(&self) -> Bytes {
+        match self.parts.iter().filter(|p| !p.is_empty()).count() {
+            0 => Bytes::new(),
+            1 => self
+                .parts
+                .iter()
+                .find(|p| !p.is_empty())
+                .cloned()
+                .unwrap_or_default(),
+            _ => {
+                let mut v = Vec::with_capacity(self.len());
+                self.parts.iter().for_each(|p| v.extend_from_slice(p));
+                v.into()
+            }
+        }
+    }
+}
+
+impl From<Bytes> for Payload {
+    fn from(body: Bytes) -> Payload {
+        Payload::new(Bytes::new(), body, Bytes::new())
+    }
+}
+
 /// Append one whole frame to `out`.
 ///
 /// # Panics
@@ -391,6 +474,34 @@ impl FrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_payload_in_pieces_copies_like_the_joined_bytes() {
+        let pieces = [&b"head"[..], b"", b"tail!"];
+        for split in 0..=3 {
+            let (head, body) = pieces[0].split_at(split);
+            let p = Payload::new(
+                Bytes::copy_from_slice(head),
+                Bytes::copy_from_slice(body),
+                Bytes::copy_from_slice(pieces[2]),
+            );
+            let joined = b"headtail!";
+            assert_eq!(p.len(), joined.len());
+            assert_eq!(&p.to_bytes()[..], joined);
+            for from in 0..=joined.len() {
+                for len in 0..=joined.len() - from {
+                    let mut out = alloc::vec![0u8; len];
+                    p.copy_to(from, &mut out);
+                    assert_eq!(out, joined[from..from + len], "from {from} len {len}");
+                }
+            }
+        }
+        assert!(Payload::default().is_empty());
+        assert_eq!(
+            Payload::from(Bytes::from_static(b"x")).to_bytes(),
+            &b"x"[..]
+        );
+    }
     use alloc::vec;
 
     fn decode_all(chunks: &[&[u8]]) -> Result<Vec<(FrameType, Vec<u8>)>, FrameError> {

@@ -22,7 +22,7 @@ use core::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::frame::{FrameType, MAX_PAYLOAD_LEN};
+use crate::frame::{FrameType, Payload, MAX_PAYLOAD_LEN};
 use crate::handshake::{Confirmation, Handshake, HandshakeConfig, Pattern, PeerInfo, Remote};
 use crate::record::{Inbound, RecordConfig, RecordStats, Session, LEN_PREFIX, MAX_RECORD};
 use crate::{CloseReason, Identity, Instant, Rng};
@@ -339,7 +339,12 @@ impl Link {
     /// Queue a frame. Allowed once the handshake has finished; frames leave by priority
     /// when the socket pulls. An empty Heartbeat is a keepalive: the peer's link swallows
     /// it instead of delivering it.
-    pub fn send(&mut self, frame_type: FrameType, payload: Bytes) -> Result<(), SendError> {
+    pub fn send(
+        &mut self,
+        frame_type: FrameType,
+        payload: impl Into<Payload>,
+    ) -> Result<(), SendError> {
+        let payload = payload.into();
         if frame_type.is_link_internal() {
             return Err(SendError::ReservedType);
         }
@@ -542,7 +547,7 @@ impl Link {
                 session.queue().clear();
                 session.queue().push(
                     FrameType::Close,
-                    Bytes::copy_from_slice(&reason.code().to_be_bytes()),
+                    Bytes::copy_from_slice(&reason.code().to_be_bytes()).into(),
                 );
                 self.state = State::Closing(session);
                 self.close_deadline = Some(self.now + self.config.close_timeout);
@@ -586,7 +591,7 @@ impl Link {
                     pong[1..].copy_from_slice(&token);
                     session
                         .queue()
-                        .push(FrameType::Ping, Bytes::copy_from_slice(&pong));
+                        .push(FrameType::Ping, Bytes::copy_from_slice(&pong).into());
                 }
             }
             PONG => {
@@ -645,7 +650,7 @@ impl Link {
         ping[1..].copy_from_slice(&now.as_micros().to_be_bytes());
         session
             .queue()
-            .push(FrameType::Ping, Bytes::copy_from_slice(&ping));
+            .push(FrameType::Ping, Bytes::copy_from_slice(&ping).into());
         if self.pings.len() == MAX_PINGS_OUT {
             self.pings.pop_front();
         }

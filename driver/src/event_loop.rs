@@ -569,7 +569,7 @@ impl<R: Runtime> EventLoop<R> {
                 target,
                 data,
                 reply,
-            } => match self.node.send(now, to, target, &data) {
+            } => match self.node.send(now, to, target, data) {
                 Ok(id) => {
                     self.waiting.insert(id, Waiter::Send(reply));
                 }
@@ -583,7 +583,7 @@ impl<R: Runtime> EventLoop<R> {
                 data,
                 timeout,
                 reply,
-            } => match self.node.request(now, to, target, &data, timeout) {
+            } => match self.node.request(now, to, target, data, timeout) {
                 Ok(id) => {
                     self.waiting.insert(id, Waiter::Request(reply));
                 }
@@ -592,7 +592,7 @@ impl<R: Runtime> EventLoop<R> {
                 }
             },
             Command::Respond { token, data, reply } => {
-                let result = self.node.respond(now, token, &data);
+                let result = self.node.respond(now, token, data);
                 let _ = reply.send(result.map_err(MeshError::refused));
             }
             Command::Peers { reply } => {

@@ -443,7 +443,7 @@ fn app_send(
     to: NodeId,
     data: &[u8],
 ) -> Result<MessageId, NodeSendError> {
-    node.send(now, to, Target::Node, data)
+    node.send(now, to, Target::Node, data.to_vec())
 }
 
 // ----- statistics over all runs (printed by the fuzz test) -----

@@ -26,6 +26,7 @@ use core::fmt;
 use bytes::{BufMut, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
+use crate::frame::Payload;
 use crate::identity::verify_strict;
 use crate::{GlobalPid, Identity, NodeId};
 
@@ -207,15 +208,10 @@ impl fmt::Display for DecodeError {
     }
 }
 
-/// Encode an envelope, signed by `signer` when given (it must be the source).
-pub(crate) fn encode(header: &Header, payload: &[u8], signer: Option<&Identity>) -> Bytes {
-    let trailer = if signer.is_some() {
-        SIGNATURE_TRAILER
-    } else {
-        0
-    };
-    let mut b =
-        BytesMut::with_capacity(FIXED - 1 + header.target.encoded_len() + payload.len() + trailer);
+/// Encode an envelope, signed by `signer` when given (it must be the source): the
+/// header, then `payload` itself (not copied), then the signature trailer if signed.
+pub(crate) fn encode(header: &Header, payload: Bytes, signer: Option<&Identity>) -> Payload {
+    let mut b = BytesMut::with_capacity(FIXED - 1 + header.target.encoded_len());
     b.put_u8(header.kind.code());
     b.put_u8(if signer.is_some() { SIGNED } else { 0 });
     b.put_u8(header.hop_count);
@@ -236,22 +232,28 @@ pub(crate) fn encode(header: &Header, payload: &[u8], signer: Option<&Identity>)
             b.put_slice(s.as_bytes());
         }
     }
-    b.put_slice(payload);
-    if let Some(id) = signer {
-        let key = id.public().signing_key;
-        b.put_slice(&key);
-        let signature = id.sign(&signed_message(&b));
-        b.put_slice(&signature);
-    }
-    b.freeze()
+    let trailer = match signer {
+        Some(id) => {
+            let key = id.public().signing_key;
+            let mut t = BytesMut::with_capacity(SIGNATURE_TRAILER);
+            t.put_slice(&key);
+            t.put_slice(&id.sign(&signed_message([&b, &payload, &key])));
+            t.freeze()
+        }
+        None => Bytes::new(),
+    };
+    Payload::new(b.freeze(), payload, trailer)
 }
 
-/// `DOMAIN ‖ SHA-256(bytes with hop_count zeroed)`.
-fn signed_message(bytes: &[u8]) -> [u8; 52] {
+/// `DOMAIN ‖ SHA-256(every byte before the signature, with hop_count read as 0)`, the
+/// bytes given in pieces of which the first holds the hop count.
+fn signed_message(pieces: [&[u8]; 3]) -> [u8; 52] {
+    let [first, rest @ ..] = pieces;
     let mut h = Sha256::new();
-    h.update(&bytes[..HOP_OFFSET]);
+    h.update(&first[..HOP_OFFSET]);
     h.update([0]);
-    h.update(&bytes[HOP_OFFSET + 1..]);
+    h.update(&first[HOP_OFFSET + 1..]);
+    rest.iter().for_each(|p| h.update(p));
     let mut out = [0u8; 52];
     out[..DOMAIN.len()].copy_from_slice(DOMAIN);
     out[DOMAIN.len()..].copy_from_slice(&h.finalize());
@@ -336,7 +338,7 @@ impl Envelope {
         let mut sig = [0u8; 64];
         sig.copy_from_slice(&self.bytes[n - 64..]);
         NodeId::derive(&key) == self.header.source
-            && verify_strict(&key, &signed_message(body), &sig)
+            && verify_strict(&key, &signed_message([body, &[], &[]]), &sig)
     }
 
     /// The encoding with `hop_count` one higher, for the next link.
@@ -356,6 +358,11 @@ impl Envelope {
 mod tests {
     use super::*;
     use crate::Rng;
+
+    /// The joined encoding of a static payload.
+    fn enc(h: &Header, payload: &'static [u8], signer: Option<&Identity>) -> Bytes {
+        encode(h, Bytes::from_static(payload), signer).to_bytes()
+    }
 
     fn header(source: NodeId, dest: NodeId, target: Target) -> Header {
         Header {
@@ -378,7 +385,7 @@ mod tests {
         for target in [Target::Node, Target::Pid(42), Target::Service("kv".into())] {
             let h = header(a.node_id(), b.node_id(), target);
             for signer in [None, Some(&a)] {
-                let bytes = encode(&h, b"payload", signer);
+                let bytes = enc(&h, b"payload", signer);
                 let e = decode(bytes).unwrap();
                 assert_eq!(e.header, h);
                 assert_eq!(&e.payload[..], b"payload");
@@ -392,7 +399,7 @@ mod tests {
         let mut rng = Rng::from_seed([2; 32]);
         let a = Identity::generate(&mut rng);
         let b = Identity::generate(&mut rng);
-        let bytes = encode(
+        let bytes = enc(
             &header(a.node_id(), b.node_id(), Target::Node),
             b"x",
             Some(&a),
@@ -416,7 +423,7 @@ mod tests {
         let a = Identity::generate(&mut rng);
         let mallory = Identity::generate(&mut rng);
         // Mallory claims to be `a` but can only sign with her own key.
-        let e = decode(encode(
+        let e = decode(enc(
             &header(a.node_id(), mallory.node_id(), Target::Node),
             b"x",
             Some(&mallory),
@@ -429,7 +436,7 @@ mod tests {
     fn rejects_truncation_and_unknown_fields_without_panicking() {
         let mut rng = Rng::from_seed([4; 32]);
         let a = Identity::generate(&mut rng);
-        let bytes = encode(
+        let bytes = enc(
             &header(a.node_id(), a.node_id(), Target::Service("s".into())),
             b"",
             Some(&a),

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::outbox::{MessageId, Pending};
 use super::{ConnId, Node, NodeEvent, NodeSendError, SendFailure};
-use crate::frame::{FrameType, MAX_PAYLOAD_LEN};
+use crate::frame::{FrameType, Payload, MAX_PAYLOAD_LEN};
 use crate::link::SendError;
 use crate::mesh::envelope::{self, Envelope, EnvelopeId, Failure, Header, MAX_OVERHEAD};
 use crate::mesh::{Kind, Target, MAX_HOPS};
@@ -45,14 +45,14 @@ impl Node {
         now: crate::Instant,
         to: NodeId,
         target: Target,
-        data: &[u8],
+        data: impl Into<Bytes>,
     ) -> Result<MessageId, NodeSendError> {
         self.originate(
             now,
             to,
             Kind::Data,
             target,
-            data,
+            data.into(),
             self.config.message_timeout,
         )
     }
@@ -65,10 +65,10 @@ impl Node {
         now: crate::Instant,
         to: NodeId,
         target: Target,
-        data: &[u8],
+        data: impl Into<Bytes>,
         timeout: core::time::Duration,
     ) -> Result<MessageId, NodeSendError> {
-        self.originate(now, to, Kind::Request, target, data, timeout)
+        self.originate(now, to, Kind::Request, target, data.into(), timeout)
     }
 
     /// Answer a request received as [`NodeEvent::Request`]. Best effort: if the
@@ -77,19 +77,19 @@ impl Node {
         &mut self,
         now: crate::Instant,
         request: RequestToken,
-        data: &[u8],
+        data: impl Into<Bytes>,
     ) -> Result<(), NodeSendError> {
         self.advance(now);
-        check_size(data)?;
+        let response = data.into();
+        check_size(&response)?;
         let key = (request.from, request.envelope);
         let back = self.recent.get(&key).map(|r| r.arrived_on);
-        let response = Bytes::copy_from_slice(data);
         self.recent.answered(&key, response.clone());
         self.emit(
             Kind::Response,
             request.from,
             request.envelope,
-            &response,
+            response,
             back,
         );
         Ok(())
@@ -101,11 +101,11 @@ impl Node {
         to: NodeId,
         kind: Kind,
         target: Target,
-        data: &[u8],
+        data: Bytes,
         timeout: core::time::Duration,
     ) -> Result<MessageId, NodeSendError> {
         self.advance(now);
-        check_size(data)?;
+        check_size(&data)?;
         if !target.is_valid() {
             return Err(NodeSendError::InvalidTarget);
         }
@@ -124,7 +124,7 @@ impl Node {
                 kind,
                 target,
                 envelope,
-                payload: Bytes::copy_from_slice(data),
+                payload: data,
                 deadline: now + timeout,
                 retry: None,
                 attempt: 0,
@@ -212,7 +212,11 @@ impl Node {
             reply_to: [0; 16],
             target: p.target.clone(),
         };
-        let bytes = envelope::encode(&header, &p.payload, signed.then_some(&*self.identity));
+        let bytes = envelope::encode(
+            &header,
+            p.payload.clone(),
+            signed.then_some(&*self.identity),
+        );
         let backoff = self.config.retry_interval * (1u32 << p.attempt.min(3));
         let now = self.now;
         self.note_answer(conn);
@@ -315,7 +319,7 @@ impl Node {
         kind: Kind,
         dest: NodeId,
         reply_to: EnvelopeId,
-        payload: &[u8],
+        payload: Bytes,
         back: Option<ConnId>,
     ) {
         let back = back.filter(|c| self.links.get(*c).is_some_and(|e| e.up));
@@ -346,7 +350,7 @@ impl Node {
         }
     }
 
-    pub(super) fn send_on(&mut self, conn: ConnId, bytes: Bytes) {
+    pub(super) fn send_on(&mut self, conn: ConnId, bytes: Payload) {
         if let Some(entry) = self.links.get_mut(conn) {
             entry.last_used = self.now;
         }
@@ -430,11 +434,11 @@ impl Node {
                 }
                 // A copy is answered again: the first answer may have been lost.
                 if kind == Kind::Data {
-                    self.emit(Kind::Receipt, from, id, &[], Some(conn));
+                    self.emit(Kind::Receipt, from, id, Bytes::new(), Some(conn));
                 } else if let Some(response) =
                     self.recent.get(&key).and_then(|r| r.response.clone())
                 {
-                    self.emit(Kind::Response, from, id, &response, Some(conn));
+                    self.emit(Kind::Response, from, id, response, Some(conn));
                 }
             }
             Kind::Receipt | Kind::Response => {
@@ -507,7 +511,13 @@ impl Node {
                 self.stats.no_route += 1;
                 if answerable {
                     let code = [Failure::NoRoute as u8];
-                    self.emit(Kind::Failure, source, id, &code, Some(arrived_on));
+                    self.emit(
+                        Kind::Failure,
+                        source,
+                        id,
+                        Bytes::copy_from_slice(&code),
+                        Some(arrived_on),
+                    );
                 }
                 return;
             }
@@ -515,13 +525,19 @@ impl Node {
                 self.stats.hop_limit += 1;
                 if answerable {
                     let code = [Failure::HopLimit as u8];
-                    self.emit(Kind::Failure, source, id, &code, Some(arrived_on));
+                    self.emit(
+                        Kind::Failure,
+                        source,
+                        id,
+                        Bytes::copy_from_slice(&code),
+                        Some(arrived_on),
+                    );
                 }
                 return;
             }
         };
         self.stats.relayed += 1;
-        self.send_on(conn, env.forwarded());
+        self.send_on(conn, env.forwarded().into());
     }
 
     /// Run due retransmissions and fail what passed its deadline.

@@ -126,7 +126,7 @@ impl Node {
             Way::Direct(conn) => self.send_frame(conn, FrameType::Heartbeat, packet),
             // Relayed and signed; no route: counted as unroutable, and SWIM treats the
             // silence as it treats loss.
-            _ => self.emit(Kind::Membership, to, [0; 16], &packet, None),
+            _ => self.emit(Kind::Membership, to, [0; 16], packet, None),
         }
     }
 }

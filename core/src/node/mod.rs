@@ -59,7 +59,7 @@ pub use sync::{
 };
 
 use crate::dedup::{DedupConfig, DedupFilter};
-use crate::frame::FrameType;
+use crate::frame::{FrameType, Payload};
 use crate::handshake::Remote;
 use crate::link::{Link, LinkConfig, LinkEvent};
 use crate::membership::{MemberEvent, Swim, SwimConfig};
@@ -848,7 +848,7 @@ impl Node {
     }
 
     /// Queue a control frame (not an envelope) on `conn` and have it sent.
-    fn send_frame(&mut self, conn: ConnId, frame: FrameType, bytes: Bytes) {
+    fn send_frame(&mut self, conn: ConnId, frame: FrameType, bytes: impl Into<Payload>) {
         if let Some(entry) = self.links.get_mut(conn) {
             if entry.link.send(frame, bytes).is_err() {
                 self.stats.dropped_full += 1;

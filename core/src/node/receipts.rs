@@ -15,10 +15,8 @@
 
 use alloc::collections::VecDeque;
 
-use bytes::Bytes;
-
 use super::{ConnId, Node};
-use crate::frame::FrameType;
+use crate::frame::{FrameType, Payload};
 use crate::Instant;
 
 /// Receipts held on one link at most; one more sends them all.
@@ -38,7 +36,7 @@ impl HeldReceipts {
 /// A link's receipt state.
 #[derive(Default)]
 pub(crate) struct Receipts {
-    held: alloc::vec::Vec<Bytes>,
+    held: alloc::vec::Vec<Payload>,
     /// Receipts wait for the next record (the application answers quickly).
     pingpong: bool,
     /// When receipts last left on their own.
@@ -48,7 +46,7 @@ pub(crate) struct Receipts {
 impl Node {
     /// Send a receipt on `conn`: at the end of this read, or (ping-pong) with the
     /// link's next record.
-    pub(super) fn send_receipt(&mut self, conn: ConnId, bytes: Bytes) {
+    pub(super) fn send_receipt(&mut self, conn: ConnId, bytes: Payload) {
         let (now, delay) = (self.now, self.config.receipt_delay);
         let Some(entry) = self.links.get_mut(conn) else {
             return;

@@ -151,19 +151,21 @@ fn receipts_ride_with_quick_answers_and_never_wait_on_one_way_links() {
         |net: &Net, i: usize, to, id| net.events[i].contains(&NodeEvent::Delivered { to, id });
 
     // One way: the receipt leaves at the end of the read, at once.
-    let id = net.nodes[0].send(net.now, b, Target::Node, b"one").unwrap();
+    let id = net.nodes[0]
+        .send(net.now, b, Target::Node, &b"one"[..])
+        .unwrap();
     net.run();
     assert!(delivered(&net, 0, b, id));
 
     // b answers at once (within the delay of its receipt): the link turns ping-pong,
     // and from then on b's receipt waits for b's answer and leaves in its record.
     net.nodes[1]
-        .send(net.now, a, Target::Node, b"answer")
+        .send(net.now, a, Target::Node, &b"answer"[..])
         .unwrap();
     net.run();
     let sent = net.transmits[1];
     let id = net.nodes[0]
-        .send(net.now, b, Target::Node, b"ping")
+        .send(net.now, b, Target::Node, &b"ping"[..])
         .unwrap();
     net.run();
     assert!(
@@ -171,7 +173,7 @@ fn receipts_ride_with_quick_answers_and_never_wait_on_one_way_links() {
         "b holds its receipt for the answer"
     );
     net.nodes[1]
-        .send(net.now, a, Target::Node, b"pong")
+        .send(net.now, a, Target::Node, &b"pong"[..])
         .unwrap();
     net.run();
     assert!(delivered(&net, 0, b, id));
@@ -184,14 +186,14 @@ fn receipts_ride_with_quick_answers_and_never_wait_on_one_way_links() {
     // No answer this time: the receipt leaves when the delay is over, and the link is
     // one-way again (the next receipt does not wait).
     let id = net.nodes[0]
-        .send(net.now, b, Target::Node, b"no answer")
+        .send(net.now, b, Target::Node, &b"no answer"[..])
         .unwrap();
     net.run();
     assert!(!delivered(&net, 0, b, id));
     net.advance(Duration::from_millis(1));
     assert!(delivered(&net, 0, b, id));
     let id = net.nodes[0]
-        .send(net.now, b, Target::Node, b"one way")
+        .send(net.now, b, Target::Node, &b"one way"[..])
         .unwrap();
     net.run();
     assert!(delivered(&net, 0, b, id));
@@ -199,7 +201,11 @@ fn receipts_ride_with_quick_answers_and_never_wait_on_one_way_links() {
     // A burst: every receipt of one read leaves in one transmission.
     let before = net.transmits[1];
     let ids: Vec<_> = (0..receipts::MAX_HELD)
-        .map(|_| net.nodes[0].send(net.now, b, Target::Node, b"x").unwrap())
+        .map(|_| {
+            net.nodes[0]
+                .send(net.now, b, Target::Node, &b"x"[..])
+                .unwrap()
+        })
         .collect();
     net.run();
     assert!(ids.iter().all(|&id| delivered(&net, 0, b, id)));
@@ -221,7 +227,7 @@ fn a_seed_connects_and_messages_are_acknowledged() {
     assert!(peers[0].hybrid && peers[0].direction == Direction::Outbound);
     let (b, a) = (net.id(1), net.id(0));
     let id = net.nodes[0]
-        .send(net.now, b, Target::Node, b"hello")
+        .send(net.now, b, Target::Node, &b"hello"[..])
         .unwrap();
     net.run();
     assert!(net.events[1].contains(&NodeEvent::Message {
@@ -234,7 +240,7 @@ fn a_seed_connects_and_messages_are_acknowledged() {
     // No link, no route, no address: fails at once with a reason.
     let nobody = NodeId::from_bytes([9; 32]);
     let id = net.nodes[0]
-        .send(net.now, nobody, Target::Node, b"x")
+        .send(net.now, nobody, Target::Node, &b"x"[..])
         .unwrap();
     let failed = NodeEvent::SendFailed {
         to: nobody,
@@ -276,7 +282,7 @@ fn simultaneous_dials_leave_exactly_one_link() {
     );
     let a = net.id(0);
     let id = net.nodes[1]
-        .send(net.now, a, Target::Node, b"still works")
+        .send(net.now, a, Target::Node, &b"still works"[..])
         .unwrap();
     net.run();
     assert!(net.events[1].contains(&NodeEvent::Delivered { to: net.id(0), id }));
@@ -314,7 +320,7 @@ fn unacknowledged_messages_fail_with_a_reason() {
     let b = net.id(1);
     net.mute = Some(1);
     let id = net.nodes[0]
-        .send(net.now, b, Target::Node, b"into the void")
+        .send(net.now, b, Target::Node, &b"into the void"[..])
         .unwrap();
     net.run();
     net.advance(Duration::from_secs(10));
@@ -328,7 +334,7 @@ fn unacknowledged_messages_fail_with_a_reason() {
     // side that was dialed cannot: its message fails with the close reason at once.
     let a = net.id(0);
     let id = net.nodes[1]
-        .send(net.now, a, Target::Node, b"again")
+        .send(net.now, a, Target::Node, &b"again"[..])
         .unwrap();
     let conn = net.nodes[1].peers().next().unwrap().conn;
     net.nodes[1].close(net.now, conn, CloseReason::Normal);
@@ -448,7 +454,7 @@ fn a_relay_carries_messages_and_requests_between_nodes_without_a_link() {
             net.now,
             c,
             Target::Service("inbox".into()),
-            b"over the relay",
+            &b"over the relay"[..],
         )
         .unwrap();
     net.run();
@@ -464,7 +470,13 @@ fn a_relay_carries_messages_and_requests_between_nodes_without_a_link() {
     );
 
     let id = net.nodes[0]
-        .request(net.now, c, Target::Pid(7), b"ping", Duration::from_secs(5))
+        .request(
+            net.now,
+            c,
+            Target::Pid(7),
+            &b"ping"[..],
+            Duration::from_secs(5),
+        )
         .unwrap();
     net.run();
     let token = net.events[2]
@@ -476,7 +488,7 @@ fn a_relay_carries_messages_and_requests_between_nodes_without_a_link() {
             _ => None,
         })
         .expect("request arrived");
-    net.nodes[2].respond(net.now, token, b"pong").unwrap();
+    net.nodes[2].respond(net.now, token, &b"pong"[..]).unwrap();
     net.run();
     assert!(net.events[0].contains(&NodeEvent::Response {
         id,
@@ -503,7 +515,7 @@ fn a_forged_source_is_rejected_by_the_destination() {
     let forger = net.nodes[1].identity.clone();
     let conn = *net.nodes[1].peers.get(&c).unwrap();
     for signer in [None, Some(&*forger)] {
-        let bytes = crate::mesh::envelope::encode(&header, b"forged", signer);
+        let bytes = crate::mesh::envelope::encode(&header, Bytes::from_static(b"forged"), signer);
         let e = net.nodes[1].links.get_mut(conn).unwrap();
         e.link.send(FrameType::Message, bytes).unwrap();
         net.nodes[1].service(conn);
@@ -512,8 +524,13 @@ fn a_forged_source_is_rejected_by_the_destination() {
     assert!(messages(&net, 2).is_empty());
     assert_eq!(net.nodes[2].stats().forged, 2);
     // A relay that alters a signed envelope is caught the same way.
-    let mut bytes =
-        crate::mesh::envelope::encode(&header, b"genuine", Some(&*net.nodes[0].identity)).to_vec();
+    let mut bytes = crate::mesh::envelope::encode(
+        &header,
+        Bytes::from_static(b"genuine"),
+        Some(&*net.nodes[0].identity),
+    )
+    .to_bytes()
+    .to_vec();
     let at = bytes.len() - 97;
     bytes[at] ^= 1;
     let e = net.nodes[1].links.get_mut(conn).unwrap();
@@ -544,8 +561,11 @@ fn a_duplicate_is_delivered_once_and_acknowledged_again() {
             attempt,
             ..header.clone()
         };
-        let bytes =
-            crate::mesh::envelope::encode(&header, b"once", Some(&*net.nodes[0].identity.clone()));
+        let bytes = crate::mesh::envelope::encode(
+            &header,
+            Bytes::from_static(b"once"),
+            Some(&*net.nodes[0].identity.clone()),
+        );
         let e = net.nodes[0].links.get_mut(conn).unwrap();
         e.link.send(FrameType::Message, bytes).unwrap();
         net.nodes[0].service(conn);
@@ -623,7 +643,7 @@ fn a_response_lost_for_want_of_a_route_is_sent_again_for_the_retransmitted_reque
         assert!(waited < 1000, "n3 learns a route to n2");
     }
     let id = net.nodes[3]
-        .request(net.now, c, Target::Node, b"hi", Duration::from_secs(5))
+        .request(net.now, c, Target::Node, &b"hi"[..], Duration::from_secs(5))
         .unwrap();
     let mut answered = 0;
     for _ in 0..300 {
@@ -636,7 +656,7 @@ fn a_response_lost_for_want_of_a_route_is_sent_again_for_the_retransmitted_reque
             })
             .collect();
         for t in tokens {
-            net.nodes[2].respond(net.now, t, b"hello").unwrap();
+            net.nodes[2].respond(net.now, t, &b"hello"[..]).unwrap();
             answered += 1;
         }
         net.advance(Duration::from_millis(10));

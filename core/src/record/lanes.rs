@@ -2,9 +2,7 @@
 
 use alloc::collections::VecDeque;
 
-use bytes::Bytes;
-
-use crate::frame::{FrameType, Header, Priority, HEADER_LEN};
+use crate::frame::{FrameType, Header, Payload, Priority, HEADER_LEN};
 
 /// Smallest fragment worth starting at the end of a record; with less room left the
 /// packer looks for smaller frames in lower lanes instead.
@@ -12,7 +10,9 @@ const MIN_FRAGMENT: usize = 64;
 
 struct Pending {
     frame_type: FrameType,
-    payload: Bytes,
+    payload: Payload,
+    /// `payload.len()`.
+    len: usize,
     /// Payload bytes already sent as fragments.
     sent: usize,
 }
@@ -49,11 +49,13 @@ impl SendQueue {
 
     /// Queue a frame (the caller checked [`Self::has_room`] for application frames;
     /// control frames may exceed the limit by their few bytes).
-    pub(crate) fn push(&mut self, frame_type: FrameType, payload: Bytes) {
-        self.queued += payload.len() + HEADER_LEN;
+    pub(crate) fn push(&mut self, frame_type: FrameType, payload: Payload) {
+        let len = payload.len();
+        self.queued += len + HEADER_LEN;
         self.lanes[frame_type.priority() as usize].push_back(Pending {
             frame_type,
             payload,
+            len,
             sent: 0,
         });
     }
@@ -72,7 +74,7 @@ impl SendQueue {
         for lane in &mut self.lanes {
             while let Some(head) = lane.front_mut() {
                 let space = out.len() - pos;
-                let left = head.payload.len() - head.sent;
+                let left = head.len - head.sent;
                 let (take, more) = if HEADER_LEN + left <= space {
                     (left, false)
                 } else if space >= HEADER_LEN + MIN_FRAGMENT {
@@ -87,7 +89,7 @@ impl SendQueue {
                 };
                 out[pos..pos + HEADER_LEN].copy_from_slice(&header.to_bytes());
                 pos += HEADER_LEN;
-                out[pos..pos + take].copy_from_slice(&head.payload[head.sent..head.sent + take]);
+                head.payload.copy_to(head.sent, &mut out[pos..pos + take]);
                 pos += take;
                 head.sent += take;
                 if more {
@@ -108,6 +110,7 @@ mod tests {
     use crate::frame::FrameDecoder;
     use alloc::vec;
     use alloc::vec::Vec;
+    use bytes::Bytes;
 
     fn frames(buf: &[u8]) -> Vec<(FrameType, bool, usize)> {
         let mut out = Vec::new();
@@ -120,9 +123,9 @@ mod tests {
     #[test]
     fn packs_small_frames_in_priority_order() {
         let mut q = SendQueue::new(1 << 20);
-        q.push(FrameType::TreeSync, Bytes::from_static(b"bulk"));
-        q.push(FrameType::Message, Bytes::from_static(b"msg"));
-        q.push(FrameType::Heartbeat, Bytes::from_static(b"hb"));
+        q.push(FrameType::TreeSync, Bytes::from_static(b"bulk").into());
+        q.push(FrameType::Message, Bytes::from_static(b"msg").into());
+        q.push(FrameType::Heartbeat, Bytes::from_static(b"hb").into());
         let mut out = [0u8; 100];
         let n = q.fill(&mut out);
         assert_eq!(
@@ -139,11 +142,11 @@ mod tests {
     #[test]
     fn a_heartbeat_overtakes_a_large_frame_at_the_next_record() {
         let mut q = SendQueue::new(1 << 25);
-        q.push(FrameType::Message, Bytes::from(vec![0u8; 1 << 20]));
+        q.push(FrameType::Message, Bytes::from(vec![0u8; 1 << 20]).into());
         let mut rec = vec![0u8; 1000];
         let n = q.fill(&mut rec);
         assert_eq!(frames(&rec[..n]), [(FrameType::Message, true, 995)]);
-        q.push(FrameType::Heartbeat, Bytes::from_static(b"ping"));
+        q.push(FrameType::Heartbeat, Bytes::from_static(b"ping").into());
         let n = q.fill(&mut rec);
         assert_eq!(frames(&rec[..n])[0], (FrameType::Heartbeat, false, 4));
         assert_eq!(
@@ -157,12 +160,32 @@ mod tests {
         let mut q = SendQueue::new(100);
         assert!(q.has_room(95));
         assert!(!q.has_room(96));
-        q.push(FrameType::Message, Bytes::from(vec![1u8; 95]));
+        q.push(FrameType::Message, Bytes::from(vec![1u8; 95]).into());
         assert_eq!(q.queued_bytes(), 100);
         let mut rec = vec![0u8; 80];
         while !q.is_empty() {
             assert!(q.fill(&mut rec) > 0);
         }
         assert_eq!(q.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn a_payload_in_pieces_is_fragmented_as_if_joined() {
+        let body: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+        let payload = Payload::new(
+            Bytes::from_static(b"header"),
+            Bytes::from(body.clone()),
+            Bytes::from_static(b"trailer"),
+        );
+        let mut q = SendQueue::new(1 << 20);
+        q.push(FrameType::Message, payload.clone());
+        let (mut got, mut rec) = (Vec::new(), vec![0u8; 700]);
+        while !q.is_empty() {
+            let n = q.fill(&mut rec);
+            FrameDecoder::new()
+                .feed(&rec[..n], |f| got.extend_from_slice(f.payload))
+                .unwrap();
+        }
+        assert_eq!(got, payload.to_bytes());
     }
 }

@@ -199,7 +199,7 @@ impl Sim {
             {
                 let now = self.now;
                 if let Some(node) = self.hosts[n.0].node.as_mut() {
-                    let _ = node.respond(now, *request, payload);
+                    let _ = node.respond(now, *request, payload.clone());
                 }
             }
             let host = &mut self.hosts[n.0];

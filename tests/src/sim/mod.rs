@@ -328,7 +328,7 @@ impl Sim {
     /// [`SimSendError::Down`]; a paused `a` queues it, and nothing leaves until it resumes.
     pub fn send(&mut self, a: NodeIdx, b: NodeIdx, data: &[u8]) -> Result<MessageId, SimSendError> {
         self.originate(a, b, "send", data.len(), |node, now, to| {
-            node.send(now, to, Target::Node, data)
+            node.send(now, to, Target::Node, data.to_vec())
         })
     }
 
@@ -342,7 +342,7 @@ impl Sim {
         timeout: Duration,
     ) -> Result<MessageId, SimSendError> {
         self.originate(a, b, "request", data.len(), |node, now, to| {
-            node.request(now, to, Target::Node, data, timeout)
+            node.request(now, to, Target::Node, data.to_vec(), timeout)
         })
     }
 
