@@ -729,33 +729,36 @@ impl Link {
             State::Handshaking(_) => Some(self.started + self.config.handshake_timeout),
             // A deadline whose work is a pending transmit is left out once due:
             // `wants_transmit` carries it, and a past deadline would spin the driver's timer.
-            State::Established(s) => [
-                self.unconfirmed
-                    .as_ref()
-                    .map(|_| self.started + self.config.handshake_timeout),
-                self.config.idle_timeout.map(|d| self.last_recv + d),
+            // A running minimum, not an iterator over an array of options: this runs
+            // after every event of the link, and the array cost a store-forwarding stall.
+            State::Established(s) => {
+                let mut at = Some(s.rekey_deadline()).filter(|d| *d > self.now);
+                let mut consider = |d: Option<Instant>| {
+                    if let Some(d) = d {
+                        at = Some(at.map_or(d, |a| a.min(d)));
+                    }
+                };
+                let confirmed = self.unconfirmed.is_none();
+                if !confirmed {
+                    consider(Some(self.started + self.config.handshake_timeout));
+                }
+                consider(self.config.idle_timeout.map(|d| self.last_recv + d));
                 // An IK responder's peer is not confirmed yet: nothing to keep alive.
-                self.config
-                    .stall_after
-                    .filter(|_| !self.stalled && self.unconfirmed.is_none())
-                    .map(|d| self.last_recv + d),
-                self.config
-                    .keepalive
-                    .filter(|_| self.unconfirmed.is_none())
-                    .map(|_| self.next_ping),
-                self.config
-                    .slow_rtt
-                    .filter(|_| !self.slow && self.srtt.is_some())
-                    .and_then(|d| {
+                if confirmed && !self.stalled {
+                    consider(self.config.stall_after.map(|d| self.last_recv + d));
+                }
+                if confirmed && self.config.keepalive.is_some() {
+                    consider(Some(self.next_ping));
+                }
+                if !self.slow && self.srtt.is_some() {
+                    consider(self.config.slow_rtt.and_then(|d| {
                         self.pings
                             .front()
                             .map(|t| *t + d + Duration::from_micros(1))
-                    }),
-                Some(s.rekey_deadline()).filter(|d| *d > self.now),
-            ]
-            .into_iter()
-            .flatten()
-            .min(),
+                    }));
+                }
+                at
+            }
             State::Closing(_) => self.close_deadline,
             State::Closed => None,
         };
