@@ -378,6 +378,8 @@ struct EventLoop<R> {
     /// after it fired): a later one just means one early, harmless wake-up, and
     /// re-registering a timer on every message costs more than that.
     timer: Option<(std::time::Instant, Timer)>,
+    /// When the node's next timer is due, as it said at the end of the last round.
+    due: std::time::Instant,
     shutdown: Option<(std::time::Instant, Vec<oneshot::Sender<()>>)>,
 }
 
@@ -415,6 +417,7 @@ pub(crate) fn spawn<R: Runtime>(
         transports: setup.transports,
         upgrades: Default::default(),
         timer: None,
+        due: started,
         shutdown: None,
     };
     let _guard = span.enter();
@@ -463,8 +466,12 @@ impl<R: Runtime> EventLoop<R> {
     ) -> Poll<()> {
         for _ in 0..ROUNDS {
             self.clock = std::time::Instant::now();
-            self.node.handle_timeout(self.now());
-            self.drain_node();
+            // Nothing since the last round moved the node's deadline (its last call
+            // was `poll_timeout`): its timers run only once due.
+            if self.clock >= self.due {
+                self.node.handle_timeout(self.now());
+                self.drain_node();
+            }
             if let Some((deadline, _)) = &self.shutdown {
                 if self.node.is_idle() || self.clock >= *deadline {
                     return Poll::Ready(());
@@ -512,6 +519,7 @@ impl<R: Runtime> EventLoop<R> {
             .poll_timeout()
             .map(|t| Duration::from_micros(t.as_micros().saturating_sub(self.now().as_micros())))
             .unwrap_or(Duration::from_secs(3600));
+        self.due = self.clock + wait;
         if backlogged {
             wait = wait.min(BACKLOG_RETRY);
         } else if self.shutdown.is_some() {
