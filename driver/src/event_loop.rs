@@ -1,7 +1,10 @@
-//! The event loop, written once for every runtime: one task owns the core [`Node`]
+//! The event loop, written once for every runtime: one task drives the core [`Node`]
 //! and every connection's socket. It reads each socket, feeds the bytes to the core and
-//! writes what the core pulls out, itself: no task stands between a socket and the core,
-//! so a message costs no hand-off beyond the one to and from the application.
+//! writes what the core pulls out, itself: no task stands between a socket and the core.
+//! Its state sits behind a lock that the task holds only while it works, and a handle's
+//! command (a send, above all) runs on the caller's thread while the lock is free,
+//! writing its record straight to the socket ([`Commands`]): a message costs no
+//! hand-off on its way out, one (to the application) on its way in.
 //!
 //! * Per connection, a reader (a stream polled only when its socket woke the loop) and
 //!   a writer (the socket's sending half and one transmission buffer). Transmissions are
@@ -20,7 +23,7 @@ use std::sync::atomic::{
     AtomicBool,
     Ordering::{AcqRel, Release},
 };
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -121,6 +124,66 @@ pub(crate) enum Command {
         reply: oneshot::Sender<()>,
     },
     Sync(SyncCommand),
+}
+
+/// Where a handle's commands go. A command runs at once, on the caller's thread, when
+/// the loop is between wake-ups (the lock is free): a message is sealed and written to
+/// its socket without waking the loop's task, which saves two task hand-offs on every
+/// request/response round trip. While the loop is busy, or once it has stopped, the
+/// command is queued for it instead. Either way [`EventLoop::command`] runs it.
+#[derive(Clone)]
+pub(crate) struct Commands {
+    queue: async_channel::WeakSender<Command>,
+    inline: Weak<dyn Inline>,
+}
+
+impl Commands {
+    /// Run `command` now if the loop is free, else queue it; `Stopped` once the loop
+    /// is gone.
+    pub(crate) async fn submit(&self, command: Command) -> Result<(), MeshError> {
+        let command = match self.inline.upgrade() {
+            Some(inline) => match inline.try_run(command) {
+                Ok(()) => return Ok(()),
+                Err(command) => command,
+            },
+            None => command,
+        };
+        let queue = self.queue.upgrade().ok_or(MeshError::Stopped)?;
+        queue.send(command).await.map_err(|_| MeshError::Stopped)
+    }
+}
+
+/// The loop's state, run from a handle's thread.
+pub(crate) trait Inline: Send + Sync {
+    /// Run `command` unless the loop is busy or stopped (then it comes back).
+    fn try_run(&self, command: Command) -> Result<(), Command>;
+}
+
+impl<R: Runtime> Inline for Mutex<EventLoop<R>> {
+    fn try_run(&self, command: Command) -> Result<(), Command> {
+        let Ok(mut el) = self.try_lock() else {
+            return Err(command);
+        };
+        if el.stopped || el.shutdown.is_some() {
+            return Err(command);
+        }
+        el.clock = std::time::Instant::now();
+        el.inline = true;
+        el.command(command);
+        // Write what the command queued now, registering the loop's task for a full
+        // socket, and wake the loop if it must re-arm its timer, finish the writes or
+        // carry out deferred actions.
+        let waker = el.waker.clone();
+        el.write(&mut Context::from_waker(&waker));
+        el.drain_node();
+        el.inline = false;
+        let due = el.clock + el.node_wait();
+        let more = !el.writable.is_empty() || !el.deferred.is_empty();
+        if due < el.due || more || el.shutdown.is_some() {
+            waker.wake();
+        }
+        Ok(())
+    }
 }
 
 /// A change to this node's registry entries.
@@ -358,8 +421,8 @@ struct EventLoop<R> {
     clock: std::time::Instant,
     io_tx: async_channel::Sender<Io>,
     /// For the responders handed out with requests (weak: the handles alone keep the
-    /// node running).
-    commands: async_channel::WeakSender<Command>,
+    /// node running); set once the loop is shared.
+    commands: Option<Commands>,
     conns: HashMap<ConnId, Conn>,
     woken: Arc<Woken>,
     /// Connections with something to write, or whose socket was full (retried on every
@@ -380,13 +443,22 @@ struct EventLoop<R> {
     timer: Option<(std::time::Instant, Timer)>,
     /// When the node's next timer is due, as it said at the end of the last round.
     due: std::time::Instant,
+    /// The loop task's waker (for sockets written to by commands run inline).
+    waker: Waker,
+    /// The loop has ended: commands are refused.
+    stopped: bool,
+    /// A command is running on a handle's thread.
+    inline: bool,
+    /// Actions of commands run inline, for the loop to carry out.
+    deferred: Vec<Action>,
     shutdown: Option<(std::time::Instant, Vec<oneshot::Sender<()>>)>,
 }
 
-/// Start the loop; returns the command channel of its handles.
+/// Start the loop; returns its command queue (whose senders keep it running) and the
+/// way handles submit commands.
 pub(crate) fn spawn<R: Runtime>(
     setup: Setup<R>,
-) -> Result<async_channel::Sender<Command>, crate::StartError> {
+) -> Result<(async_channel::Sender<Command>, Commands), crate::StartError> {
     let node_id = setup.identity.node_id();
     let mut node = Node::new(setup.identity.into(), setup.config, os_rng());
     for plug in setup.stores {
@@ -405,7 +477,7 @@ pub(crate) fn spawn<R: Runtime>(
         started,
         clock: started,
         io_tx,
-        commands: cmd_tx.downgrade(),
+        commands: None,
         conns: HashMap::new(),
         woken: Default::default(),
         writable: HashSet::new(),
@@ -418,6 +490,10 @@ pub(crate) fn spawn<R: Runtime>(
         upgrades: Default::default(),
         timer: None,
         due: started,
+        waker: futures::task::noop_waker(),
+        stopped: false,
+        inline: false,
+        deferred: Vec::new(),
         shutdown: None,
     };
     let _guard = span.enter();
@@ -435,8 +511,16 @@ pub(crate) fn spawn<R: Runtime>(
             .spawn(task.map(|_| ()).instrument(info_span!("discovery")));
     }
     drop(_guard);
-    setup.runtime.spawn(el.run(cmd_rx, io_rx).instrument(span));
-    Ok(cmd_tx)
+    let el = Arc::new(Mutex::new(el));
+    let commands = Commands {
+        queue: cmd_tx.downgrade(),
+        inline: Arc::downgrade(&el) as Weak<dyn Inline>,
+    };
+    el.lock().unwrap_or_else(PoisonError::into_inner).commands = Some(commands.clone());
+    setup
+        .runtime
+        .spawn(EventLoop::run(el, cmd_rx, io_rx).instrument(span));
+    Ok((cmd_tx, commands))
 }
 
 impl<R: Runtime> EventLoop<R> {
@@ -447,13 +531,21 @@ impl<R: Runtime> EventLoop<R> {
     }
 
     async fn run(
-        mut self,
+        shared: Arc<Mutex<Self>>,
         commands: async_channel::Receiver<Command>,
         io: async_channel::Receiver<Io>,
     ) {
+        let lock = || shared.lock().unwrap_or_else(PoisonError::into_inner);
         let (mut commands, mut io) = (Box::pin(commands), Box::pin(io));
-        future::poll_fn(|cx| self.poll(cx, commands.as_mut(), io.as_mut())).await;
-        self.stop();
+        future::poll_fn(|cx| {
+            let mut el = lock();
+            if !el.waker.will_wake(cx.waker()) {
+                el.waker = cx.waker().clone();
+            }
+            el.poll(cx, commands.as_mut(), io.as_mut())
+        })
+        .await;
+        lock().stop();
     }
 
     /// One wake-up: commands, setup results, socket reads, the core's actions, writes,
@@ -471,6 +563,9 @@ impl<R: Runtime> EventLoop<R> {
             if self.clock >= self.due {
                 self.node.handle_timeout(self.now());
                 self.drain_node();
+            }
+            for action in std::mem::take(&mut self.deferred) {
+                self.act(action);
             }
             if let Some((deadline, _)) = &self.shutdown {
                 if self.node.is_idle() || self.clock >= *deadline {
@@ -514,11 +609,7 @@ impl<R: Runtime> EventLoop<R> {
     /// Arm the timer at the node's next deadline (sooner while a subscriber is
     /// backlogged or the node shuts down) and poll it; true if it fired.
     fn poll_timer(&mut self, cx: &mut Context<'_>, backlogged: bool) -> bool {
-        let mut wait = self
-            .node
-            .poll_timeout()
-            .map(|t| Duration::from_micros(t.as_micros().saturating_sub(self.now().as_micros())))
-            .unwrap_or(Duration::from_secs(3600));
+        let mut wait = self.node_wait();
         self.due = self.clock + wait;
         if backlogged {
             wait = wait.min(BACKLOG_RETRY);
@@ -540,7 +631,16 @@ impl<R: Runtime> EventLoop<R> {
         false
     }
 
+    /// How long from the current round's start until the node's next timer is due.
+    fn node_wait(&mut self) -> Duration {
+        self.node
+            .poll_timeout()
+            .map(|t| Duration::from_micros(t.as_micros().saturating_sub(self.now().as_micros())))
+            .unwrap_or(Duration::from_secs(3600))
+    }
+
     fn stop(&mut self) {
+        self.stopped = true;
         for task in self.tasks.drain(..) {
             task.abort();
         }
@@ -818,50 +918,60 @@ impl<R: Runtime> EventLoop<R> {
     /// Carry out the node's actions and deliver its events.
     fn drain_node(&mut self) {
         while let Some(action) = self.node.poll_action() {
-            match action {
-                Action::Dial { conn, addr } => self.dial(conn, addr),
-                Action::Transmit { conn } => {
-                    self.writable.insert(conn);
-                }
-                Action::Close { conn } => {
-                    self.writable.remove(&conn);
-                    if let Some(c) = self.conns.remove(&conn) {
-                        c.span.in_scope(|| debug!("closed"));
-                        // The writer finishes what was pulled and shuts down its side.
-                        // The reader keeps draining until the peer closes too: closing a
-                        // socket with unread bytes sends a reset, which would destroy our
-                        // Close record. After LINGER both end whatever the peer does,
-                        // and the socket with them.
-                        let linger = self.runtime.sleep(LINGER);
-                        let write = c.writer.map(Writer::close);
-                        let drain = c.reader.map(Reader::drain);
-                        self.runtime.spawn(
-                            async move {
-                                let both = async {
-                                    futures::join!(
-                                        async {
-                                            if let Some(w) = write {
-                                                w.await
-                                            }
-                                        },
-                                        async {
-                                            if let Some(d) = drain {
-                                                d.await
-                                            }
-                                        },
-                                    )
-                                };
-                                let _ = future::select(Box::pin(both), Box::pin(linger)).await;
-                            }
-                            .instrument(c.span),
-                        );
-                    }
-                }
-                _ => {}
+            if self.inline && !matches!(action, Action::Transmit { .. }) {
+                // Dials and closes spawn tasks, which needs the runtime's context that
+                // a handle's thread may lack: the loop carries them out.
+                self.deferred.push(action);
+                continue;
             }
+            self.act(action);
         }
         while let Some(event) = self.node.poll_event() {
             self.node_event(event);
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::Dial { conn, addr } => self.dial(conn, addr),
+            Action::Transmit { conn } => {
+                self.writable.insert(conn);
+            }
+            Action::Close { conn } => {
+                self.writable.remove(&conn);
+                if let Some(c) = self.conns.remove(&conn) {
+                    c.span.in_scope(|| debug!("closed"));
+                    // The writer finishes what was pulled and shuts down its side.
+                    // The reader keeps draining until the peer closes too: closing a
+                    // socket with unread bytes sends a reset, which would destroy our
+                    // Close record. After LINGER both end whatever the peer does,
+                    // and the socket with them.
+                    let linger = self.runtime.sleep(LINGER);
+                    let write = c.writer.map(Writer::close);
+                    let drain = c.reader.map(Reader::drain);
+                    self.runtime.spawn(
+                        async move {
+                            let both = async {
+                                futures::join!(
+                                    async {
+                                        if let Some(w) = write {
+                                            w.await
+                                        }
+                                    },
+                                    async {
+                                        if let Some(d) = drain {
+                                            d.await
+                                        }
+                                    },
+                                )
+                            };
+                            let _ = future::select(Box::pin(both), Box::pin(linger)).await;
+                        }
+                        .instrument(c.span),
+                    );
+                }
+            }
+            _ => {}
         }
     }
 
@@ -1015,13 +1125,18 @@ impl<R: Runtime> EventLoop<R> {
                 payload,
                 hops,
                 request,
-            } => MeshEvent::Request {
-                from,
-                target,
-                data: payload,
-                hops,
-                responder: Responder::new(request, self.commands.clone()),
-            },
+            } => {
+                let Some(commands) = self.commands.clone() else {
+                    return;
+                };
+                MeshEvent::Request {
+                    from,
+                    target,
+                    data: payload,
+                    hops,
+                    responder: Responder::new(request, commands),
+                }
+            }
             _ => return,
         };
         self.subscribers.publish(&mesh_event);

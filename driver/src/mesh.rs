@@ -24,7 +24,7 @@ use weft_mesh::sync::TreeState;
 use weft_mesh::{CloseReason, Identity, NodeId};
 
 use crate::discovery::Discovery;
-use crate::event_loop::{self, Command, Entry};
+use crate::event_loop::{self, Command, Commands, Entry};
 use crate::replication::Plug;
 use crate::runtime::Transports;
 use crate::{Addr, AddrError, DiscoveryBackend, Runtime};
@@ -324,11 +324,11 @@ pub struct RouteSummary {
 #[derive(Clone)]
 pub struct Responder {
     token: RequestToken,
-    commands: async_channel::WeakSender<Command>,
+    commands: Commands,
 }
 
 impl Responder {
-    pub(crate) fn new(token: RequestToken, commands: async_channel::WeakSender<Command>) -> Self {
+    pub(crate) fn new(token: RequestToken, commands: Commands) -> Self {
         Responder { token, commands }
     }
 
@@ -340,17 +340,13 @@ impl Responder {
     /// Send `data` back to the requester. Returns once the response is queued; it is
     /// not acknowledged (if it is lost, the requester times out).
     pub async fn respond(&self, data: impl Into<Bytes>) -> Result<(), MeshError> {
-        let commands = self.commands.upgrade().ok_or(MeshError::Stopped)?;
         let (reply, rx) = oneshot::channel();
         let command = Command::Respond {
             token: self.token,
             data: data.into(),
             reply,
         };
-        commands
-            .send(command)
-            .await
-            .map_err(|_| MeshError::Stopped)?;
+        self.commands.submit(command).await?;
         rx.await.map_err(|_| MeshError::Stopped)?
     }
 }
@@ -599,7 +595,7 @@ impl<R: Runtime> MeshBuilder<R> {
                 .chain(config.advertise.iter().filter_map(|a| a.parse().ok()))
                 .collect(),
         };
-        let commands = event_loop::spawn(event_loop::Setup {
+        let (queue, commands) = event_loop::spawn(event_loop::Setup {
             runtime: self.runtime,
             subscribers: self.subscribers.clone(),
             transports: self.transports.clone(),
@@ -613,6 +609,7 @@ impl<R: Runtime> MeshBuilder<R> {
         })?;
         let local_addrs = Arc::new(local_addrs);
         Ok(Mesh {
+            _queue: queue,
             commands,
             subscribers: self.subscribers,
             node_id,
@@ -642,7 +639,9 @@ pub const DEV_GENESIS: [u8; 32] = [
 
 /// A running mesh node. Cheap to clone; all clones drive the same node.
 pub struct Mesh<R> {
-    commands: async_channel::Sender<Command>,
+    /// Keeps the loop running while any handle exists.
+    _queue: async_channel::Sender<Command>,
+    commands: Commands,
     subscribers: Subscribers,
     node_id: NodeId,
     local_addrs: Arc<Vec<Addr>>,
@@ -652,6 +651,7 @@ pub struct Mesh<R> {
 impl<R> Clone for Mesh<R> {
     fn clone(&self) -> Self {
         Mesh {
+            _queue: self._queue.clone(),
             commands: self.commands.clone(),
             subscribers: self.subscribers.clone(),
             node_id: self.node_id,
@@ -684,10 +684,7 @@ impl<R> Mesh<R> {
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, MeshError> {
         let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(make(tx))
-            .await
-            .map_err(|_| MeshError::Stopped)?;
+        self.commands.submit(make(tx)).await?;
         rx.await.map_err(|_| MeshError::Stopped)
     }
 

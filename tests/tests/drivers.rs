@@ -340,6 +340,59 @@ async fn nodes_find_each_other_at_their_advertised_listen_addresses() {
     a.shutdown().await;
 }
 
+/// A handle's commands run on the caller's thread when the loop is free; from a
+/// thread outside any runtime that must still work, including commands that make the
+/// node dial (the loop, not the caller, spawns the dial).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handles_work_from_a_thread_outside_the_runtime() {
+    let (a, mut ae) = start(Tokio, |b| b.listen("tcp://127.0.0.1:0")).await;
+    let (c, mut ce) = start(Tokio, |b| b.listen("tcp://127.0.0.1:0")).await;
+    let (b, mut be) = start(Tokio, |x| x.seed(a.local_addrs()[0].to_string())).await;
+    peer_up(&mut be).await;
+    let (a_id, c_id) = (a.node_id(), c.node_id());
+    let c_addr = c.local_addrs()[0].to_string();
+    let handle = b.clone();
+    let outside = std::thread::spawn(move || {
+        futures::executor::block_on(async {
+            for i in 0..50u32 {
+                let data = Bytes::from(i.to_be_bytes().to_vec());
+                handle.send(a_id, Target::Node, data).await?;
+            }
+            handle.connect(&c_addr).await?;
+            let mut tries = 0;
+            loop {
+                match handle.send(c_id, Target::Node, &b"via a dial"[..]).await {
+                    Ok(()) => return Ok::<_, MeshError>(()),
+                    Err(_) if tries < 100 => {
+                        tries += 1;
+                        async_io::Timer::after(Duration::from_millis(20)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+    });
+    for i in 0..50u32 {
+        let (from, data) = message(&mut ae).await;
+        assert_eq!((from, &data[..]), (b.node_id(), &i.to_be_bytes()[..]));
+    }
+    let (from, data) = message(&mut ce).await;
+    assert_eq!((from, &data[..]), (b.node_id(), &b"via a dial"[..]));
+    let joined = tokio::task::spawn_blocking(move || outside.join()).await;
+    joined.expect("join").expect("thread").expect("sends");
+    // Shutting down closes links, whose lingering closes are tasks of the loop.
+    let handle = b.clone();
+    let outside = std::thread::spawn(move || futures::executor::block_on(handle.shutdown()));
+    tokio::task::spawn_blocking(move || outside.join())
+        .await
+        .expect("join")
+        .expect("shutdown from outside");
+    assert_eq!(peer_down(&mut ae, b.node_id()).await, CloseReason::Normal);
+    for m in [a, c] {
+        m.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_to_an_unknown_node_fail_with_typed_errors() {
     let (a, mut ae) = start(Tokio, |b| b.listen("tcp://127.0.0.1:0")).await;
