@@ -164,22 +164,31 @@ impl<R: Runtime> Inline for Mutex<EventLoop<R>> {
         let Ok(mut el) = self.try_lock() else {
             return Err(command);
         };
-        if el.stopped || el.shutdown.is_some() {
+        // Like Nagle's rule: a node with messages awaiting their answer is streaming,
+        // and the loop packs what its round gathers into full records and few writes;
+        // one that is idle (request/response) gains most from writing at once.
+        if el.stopped || el.shutdown.is_some() || !el.waiting.is_empty() {
             return Err(command);
         }
         el.clock = std::time::Instant::now();
         el.inline = true;
+        // Sockets still writing a backlog (full, or the loop about to write) are the
+        // loop's: what the command queues leaves after that backlog, when the socket
+        // wakes the loop. Only idle sockets are written here.
+        let backlog = el.writable.len();
         el.command(command);
-        // Write what the command queued now, registering the loop's task for a full
-        // socket, and wake the loop if it must re-arm its timer, finish the writes or
-        // carry out deferred actions.
         let waker = el.waker.clone();
-        el.write(&mut Context::from_waker(&waker));
+        if backlog == 0 {
+            el.write(&mut Context::from_waker(&waker));
+        }
         el.drain_node();
         el.inline = false;
+        // Wake the loop if it must re-arm its timer, write to a socket that has no
+        // backlog to wake it, or carry out deferred actions.
         let due = el.clock + el.node_wait();
-        let more = !el.writable.is_empty() || !el.deferred.is_empty();
-        if due < el.due || more || el.shutdown.is_some() {
+        let unwritten = el.writable.len() > backlog && backlog > 0;
+        let full = backlog == 0 && !el.writable.is_empty();
+        if due < el.due || unwritten || full || !el.deferred.is_empty() || el.shutdown.is_some() {
             waker.wake();
         }
         Ok(())
