@@ -185,7 +185,7 @@ impl<R: Runtime> Inline for Mutex<EventLoop<R>> {
         el.inline = false;
         // Wake the loop if it must re-arm its timer, write to a socket that has no
         // backlog to wake it, or carry out deferred actions.
-        let due = el.clock + el.node_wait();
+        let due = el.node_due();
         let unwritten = el.writable.len() > backlog && backlog > 0;
         let full = backlog == 0 && !el.writable.is_empty();
         if due < el.due || unwritten || full || !el.deferred.is_empty() || el.shutdown.is_some() {
@@ -618,14 +618,14 @@ impl<R: Runtime> EventLoop<R> {
     /// Arm the timer at the node's next deadline (sooner while a subscriber is
     /// backlogged or the node shuts down) and poll it; true if it fired.
     fn poll_timer(&mut self, cx: &mut Context<'_>, backlogged: bool) -> bool {
-        let mut wait = self.node_wait();
-        self.due = self.clock + wait;
+        self.due = self.node_due();
+        let mut at = self.due;
         if backlogged {
-            wait = wait.min(BACKLOG_RETRY);
+            at = at.min(self.clock + BACKLOG_RETRY);
         } else if self.shutdown.is_some() {
-            wait = wait.min(Duration::from_millis(50));
+            at = at.min(self.clock + Duration::from_millis(50));
         }
-        let at = self.clock + wait;
+        let wait = at.saturating_duration_since(self.clock);
         if self.timer.as_ref().is_some_and(|(armed, _)| at < *armed) {
             self.timer = None;
         }
@@ -640,12 +640,15 @@ impl<R: Runtime> EventLoop<R> {
         false
     }
 
-    /// How long from the current round's start until the node's next timer is due.
-    fn node_wait(&mut self) -> Duration {
-        self.node
-            .poll_timeout()
-            .map(|t| Duration::from_micros(t.as_micros().saturating_sub(self.now().as_micros())))
-            .unwrap_or(Duration::from_secs(3600))
+    /// When the node's next timer is due, on the loop's clock: the same instant for the
+    /// same deadline whenever it is asked (not the round's start plus a wait, which
+    /// would move with the sub-microsecond part of the clock and re-arm the timer for
+    /// nothing).
+    fn node_due(&mut self) -> std::time::Instant {
+        match self.node.poll_timeout() {
+            Some(t) => self.started + Duration::from_micros(t.as_micros()),
+            None => self.clock + Duration::from_secs(3600),
+        }
     }
 
     fn stop(&mut self) {
