@@ -2,7 +2,7 @@
 //! and every connection's socket. It reads each socket, feeds the bytes to the core and
 //! writes what the core pulls out, itself: no task stands between a socket and the core.
 //! Its state sits behind a lock that the task holds only while it works, and a handle's
-//! command (a send, above all) runs on the caller's thread while the lock is free,
+//! message (send, request, response) runs on the caller's thread while the lock is free,
 //! writing its record straight to the socket ([`Commands`]): a message costs no
 //! hand-off on its way out, one (to the application) on its way in.
 //!
@@ -126,11 +126,15 @@ pub(crate) enum Command {
     Sync(SyncCommand),
 }
 
-/// Where a handle's commands go. A command runs at once, on the caller's thread, when
-/// the loop is between wake-ups (the lock is free): a message is sealed and written to
-/// its socket without waking the loop's task, which saves two task hand-offs on every
-/// request/response round trip. While the loop is busy, or once it has stopped, the
-/// command is queued for it instead. Either way [`EventLoop::command`] runs it.
+/// Where a handle's commands go. A message (send, request, response) runs at once, on
+/// the caller's thread, when the loop is between wake-ups (its lock is free) and nothing
+/// is queued for it: the record is sealed and written to its socket without waking the
+/// loop's task, which saves two task hand-offs on every request/response round trip.
+/// Otherwise, and for every other command, it is queued for the loop. Either way
+/// [`EventLoop::command`] runs it, and a handle's commands run in the order submitted.
+///
+/// A transport's writer may therefore be polled from a handle's thread, which need not
+/// be one of the runtime's: it must not spawn or create timers while writing.
 #[derive(Clone)]
 pub(crate) struct Commands {
     queue: async_channel::WeakSender<Command>,
@@ -138,17 +142,21 @@ pub(crate) struct Commands {
 }
 
 impl Commands {
-    /// Run `command` now if the loop is free, else queue it; `Stopped` once the loop
-    /// is gone.
+    /// Run `command` now if it may, else queue it; `Stopped` once the loop is gone.
     pub(crate) async fn submit(&self, command: Command) -> Result<(), MeshError> {
+        let queue = self.queue.upgrade().ok_or(MeshError::Stopped)?;
+        let message = matches!(
+            command,
+            Command::Send { .. } | Command::Request { .. } | Command::Respond { .. }
+        );
+        // Queued commands go first: running this one now would overtake them.
         let command = match self.inline.upgrade() {
-            Some(inline) => match inline.try_run(command) {
+            Some(inline) if message && queue.is_empty() => match inline.try_run(command) {
                 Ok(()) => return Ok(()),
                 Err(command) => command,
             },
-            None => command,
+            _ => command,
         };
-        let queue = self.queue.upgrade().ok_or(MeshError::Stopped)?;
         queue.send(command).await.map_err(|_| MeshError::Stopped)
     }
 }
@@ -161,6 +169,7 @@ pub(crate) trait Inline: Send + Sync {
 
 impl<R: Runtime> Inline for Mutex<EventLoop<R>> {
     fn try_run(&self, command: Command) -> Result<(), Command> {
+        // Busy, or poisoned by a panic: the loop's queue.
         let Ok(mut el) = self.try_lock() else {
             return Err(command);
         };
@@ -183,12 +192,18 @@ impl<R: Runtime> Inline for Mutex<EventLoop<R>> {
         }
         el.drain_node();
         el.inline = false;
-        // Wake the loop if it must re-arm its timer, write to a socket that has no
-        // backlog to wake it, or carry out deferred actions.
+        // Wake the loop if its timers are due sooner, a socket with no backlog to wake
+        // it still has bytes, actions wait for it, or a subscriber's backlog needs its
+        // retry timer.
         let due = el.node_due();
-        let unwritten = el.writable.len() > backlog && backlog > 0;
-        let full = backlog == 0 && !el.writable.is_empty();
-        if due < el.due || unwritten || full || !el.deferred.is_empty() || el.shutdown.is_some() {
+        let wake = due < el.due
+            || (backlog > 0 && el.writable.len() > backlog)
+            || (backlog == 0 && !el.writable.is_empty())
+            || !el.deferred.is_empty()
+            || el.subscribers.flush();
+        el.due = el.due.min(due);
+        drop(el);
+        if wake {
             waker.wake();
         }
         Ok(())
@@ -548,6 +563,8 @@ impl<R: Runtime> EventLoop<R> {
         let (mut commands, mut io) = (Box::pin(commands), Box::pin(io));
         future::poll_fn(|cx| {
             let mut el = lock();
+            // A command that panicked inline (an application's store, say) left this set.
+            el.inline = false;
             if !el.waker.will_wake(cx.waker()) {
                 el.waker = cx.waker().clone();
             }
@@ -569,12 +586,13 @@ impl<R: Runtime> EventLoop<R> {
             self.clock = std::time::Instant::now();
             // Nothing since the last round moved the node's deadline (its last call
             // was `poll_timeout`): its timers run only once due.
+            // Actions of inline commands first: they came before anything due now.
+            for action in std::mem::take(&mut self.deferred) {
+                self.act(action);
+            }
             if self.clock >= self.due {
                 self.node.handle_timeout(self.now());
                 self.drain_node();
-            }
-            for action in std::mem::take(&mut self.deferred) {
-                self.act(action);
             }
             if let Some((deadline, _)) = &self.shutdown {
                 if self.node.is_idle() || self.clock >= *deadline {

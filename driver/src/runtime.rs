@@ -24,6 +24,10 @@ pub type TransportListener = Pin<Box<dyn Stream<Item = io::Result<Incoming>> + S
 
 /// A way to carry transport messages: TCP and WebSocket ship with the drivers; add
 /// your own with [`crate::MeshBuilder::transport`].
+///
+/// The writing half of a connection may be polled from an application's thread (a
+/// message is written by the task that sends it when the node is idle), which need
+/// not be one of the runtime's: writing must not spawn tasks or create timers.
 pub trait MeshTransport: Send + Sync + 'static {
     /// Whether this transport handles `addr` (usually: its scheme).
     fn supports(&self, addr: &Addr) -> bool;

@@ -340,15 +340,15 @@ async fn nodes_find_each_other_at_their_advertised_listen_addresses() {
     a.shutdown().await;
 }
 
-/// A handle's commands run on the caller's thread when the loop is free; from a
-/// thread outside any runtime that must still work, including commands that make the
-/// node dial (the loop, not the caller, spawns the dial).
+/// A handle's messages run on the caller's thread when the loop is free; from a thread
+/// outside any runtime that must still work, and so must the commands that go to the
+/// loop's queue (a connect, a shutdown) and the dial and closes they cause.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handles_work_from_a_thread_outside_the_runtime() {
     let (a, mut ae) = start(Tokio, |b| b.listen("tcp://127.0.0.1:0")).await;
     let (c, mut ce) = start(Tokio, |b| b.listen("tcp://127.0.0.1:0")).await;
-    // Without membership nothing is queued at shutdown (no leave), so its links close
-    // at once, inside the command.
+    // Without membership nothing is queued at shutdown (no leave): its links close at
+    // once.
     let (b, mut be) = start(Tokio, |x| {
         x.seed(a.local_addrs()[0].to_string())
             .configure(|c| c.membership = None)
@@ -386,7 +386,7 @@ async fn handles_work_from_a_thread_outside_the_runtime() {
     assert_eq!((from, &data[..]), (b.node_id(), &b"via a dial"[..]));
     let joined = tokio::task::spawn_blocking(move || outside.join()).await;
     joined.expect("join").expect("thread").expect("sends");
-    // Shutting down closes links, whose lingering closes are tasks of the loop.
+    // Shutting down closes links; their lingering closes are tasks of the loop's.
     let handle = b.clone();
     let outside = std::thread::spawn(move || futures::executor::block_on(handle.shutdown()));
     tokio::task::spawn_blocking(move || outside.join())
