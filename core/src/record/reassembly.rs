@@ -5,11 +5,19 @@ use bytes::{Bytes, BytesMut};
 use crate::frame::{FrameType, MAX_PAYLOAD_LEN};
 use crate::CloseReason;
 
+/// The largest buffer kept for reuse once its frame is delivered: a frame of two
+/// records (a 64 KiB message), the common fragmented case.
+const SPARE_MAX: usize = 2 * super::MAX_PLAINTEXT;
+
 /// At most one partial frame per type, each ≤ 16 MiB, all together ≤ `budget` bytes.
 pub(crate) struct Reassembly {
     partial: [Option<BytesMut>; 16],
     held: usize,
     budget: usize,
+    /// The buffer of the last frame delivered (empty, at most [`SPARE_MAX`]): the next
+    /// frame reuses its memory if the application has dropped that frame by then,
+    /// instead of allocating (and page-faulting) afresh for every large message.
+    spare: BytesMut,
 }
 
 impl Reassembly {
@@ -18,6 +26,7 @@ impl Reassembly {
             partial: Default::default(),
             held: 0,
             budget,
+            spare: BytesMut::new(),
         }
     }
 
@@ -40,8 +49,12 @@ impl Reassembly {
         }
         // Reserve for this piece and one more record's worth up front: growing from
         // empty would reallocate the whole frame at every doubling.
-        let buf =
-            slot.get_or_insert_with(|| BytesMut::with_capacity(piece.len() + super::MAX_PLAINTEXT));
+        let spare = &mut self.spare;
+        let buf = slot.get_or_insert_with(|| {
+            let mut buf = core::mem::take(spare);
+            buf.reserve(piece.len() + super::MAX_PLAINTEXT);
+            buf
+        });
         if buf.len() + piece.len() > MAX_PAYLOAD_LEN {
             return Err(CloseReason::MalformedFrame);
         }
@@ -53,7 +66,13 @@ impl Reassembly {
         if more {
             return Ok(None);
         }
-        let whole = slot.take().map(BytesMut::freeze).unwrap_or_default();
+        let Some(mut buf) = slot.take() else {
+            return Ok(Some(Bytes::new()));
+        };
+        let whole = buf.split().freeze();
+        if buf.capacity() <= SPARE_MAX {
+            self.spare = buf;
+        }
         self.held -= whole.len();
         Ok(Some(whole))
     }
@@ -90,5 +109,28 @@ mod tests {
             .unwrap();
         let err = r.push(FrameType::TreeSync, true, Bytes::from_static(b"123456"));
         assert_eq!(err, Err(CloseReason::ReassemblyBudget));
+    }
+
+    #[test]
+    fn a_delivered_frames_memory_is_reused_once_dropped_and_never_while_held() {
+        let mut r = Reassembly::new(1 << 20);
+        let mut frame = |r: &mut Reassembly, byte: u8| {
+            let piece = Bytes::from(alloc::vec![byte; 3000]);
+            assert_eq!(
+                r.push(FrameType::Message, true, piece.clone()).unwrap(),
+                None
+            );
+            r.push(FrameType::Message, false, piece).unwrap().unwrap()
+        };
+        let first = frame(&mut r, 1);
+        let held = frame(&mut r, 2); // `first` is still held: new memory
+        assert_ne!(first.as_ptr(), held.as_ptr());
+        assert!(first.iter().all(|b| *b == 1) && first.len() == 6000);
+        let at = held.as_ptr();
+        drop(held);
+        let third = frame(&mut r, 3); // `held` was dropped: its memory again
+        assert_eq!(third.as_ptr(), at);
+        assert!(third.iter().all(|b| *b == 3) && third.len() == 6000);
+        assert_eq!(r.held(), 0);
     }
 }
