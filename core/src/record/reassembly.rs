@@ -114,7 +114,7 @@ mod tests {
     #[test]
     fn a_delivered_frames_memory_is_reused_once_dropped_and_never_while_held() {
         let mut r = Reassembly::new(1 << 20);
-        let mut frame = |r: &mut Reassembly, byte: u8| {
+        let frame = |r: &mut Reassembly, byte: u8| {
             let piece = Bytes::from(alloc::vec![byte; 3000]);
             assert_eq!(
                 r.push(FrameType::Message, true, piece.clone()).unwrap(),
