@@ -504,34 +504,24 @@ impl Node {
         // Links crossed so far, counting the one it arrived on.
         let crossed = h.hop_count.saturating_add(1);
         let (source, id, answerable) = (h.source, h.id, h.kind.expects_answer());
-        let conn = match self.way_to(&h.dest) {
-            Way::Direct(c) if crossed < MAX_HOPS => c,
-            Way::Relay(c, hops) if crossed.saturating_add(hops) <= MAX_HOPS => c,
+        let failure = match self.way_to(&h.dest) {
+            Way::Direct(c) if crossed < MAX_HOPS => Ok(c),
+            Way::Relay(c, hops) if crossed.saturating_add(hops) <= MAX_HOPS => Ok(c),
             Way::None => {
                 self.stats.no_route += 1;
-                if answerable {
-                    let code = [Failure::NoRoute as u8];
-                    self.emit(
-                        Kind::Failure,
-                        source,
-                        id,
-                        Bytes::copy_from_slice(&code),
-                        Some(arrived_on),
-                    );
-                }
-                return;
+                Err(Failure::NoRoute)
             }
             _ => {
                 self.stats.hop_limit += 1;
+                Err(Failure::HopLimit)
+            }
+        };
+        let conn = match failure {
+            Ok(conn) => conn,
+            Err(failure) => {
                 if answerable {
-                    let code = [Failure::HopLimit as u8];
-                    self.emit(
-                        Kind::Failure,
-                        source,
-                        id,
-                        Bytes::copy_from_slice(&code),
-                        Some(arrived_on),
-                    );
+                    let code = Bytes::copy_from_slice(&[failure as u8]);
+                    self.emit(Kind::Failure, source, id, code, Some(arrived_on));
                 }
                 return;
             }
