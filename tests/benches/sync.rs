@@ -30,7 +30,7 @@ use weft_mesh::node::{NodeEvent, SyncEvent};
 use weft_mesh::sync::chain::{ChainStore, MemoryChain};
 use weft_mesh::sync::merkle::{KvStore, MemoryStore};
 use weft_mesh::Instant;
-use weft_mesh_tests::sim::{NetProfile, NodeIdx, Sim, SimConfig};
+use weft_mesh_tests::sim::{NetProfile, NodeIdx, Sim};
 
 const LIMIT: Duration = Duration::from_secs(600);
 
@@ -45,13 +45,7 @@ fn profile(bandwidth: u64) -> NetProfile {
 
 /// Two nodes without membership, the source first; not yet linked.
 fn pair(seed: u64, net: NetProfile) -> (Sim, NodeIdx, NodeIdx) {
-    let mut sim = Sim::new(
-        seed,
-        SimConfig {
-            net,
-            ..SimConfig::default()
-        },
-    );
+    let mut sim = Sim::with_net(seed, net);
     let mut config = sim.classical_config();
     config.membership = None;
     let src = sim.add_node(config.clone());

@@ -324,13 +324,7 @@ fn link_round_trips_stay_at_idle_while_a_40_mb_tree_syncs_over_10_mb_per_s() {
             socket_buffer: SOCKET_BUFFER,
             ..NetProfile::default()
         };
-        let mut sim = Sim::new(
-            seed,
-            SimConfig {
-                net,
-                ..SimConfig::default()
-            },
-        );
+        let mut sim = Sim::with_net(seed, net);
         let mut config = sim.classical_config();
         assert!(config.membership.is_some(), "SWIM probes run too");
         config.link.keepalive = Some(Duration::from_millis(100));
@@ -506,13 +500,7 @@ fn a_tree_written_during_a_pull_is_mirrored_once_the_pull_ends() {
             socket_buffer: 64 * 1024,
             ..NetProfile::default()
         };
-        let mut sim = Sim::new(
-            seed,
-            SimConfig {
-                net,
-                ..SimConfig::default()
-            },
-        );
+        let mut sim = Sim::with_net(seed, net);
         let mut config = sim.classical_config();
         config.membership = None;
         config.exchange_interval = 60 * SEC;

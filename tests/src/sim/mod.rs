@@ -228,6 +228,17 @@ impl Sim {
         sim
     }
 
+    /// A simulation with the default configuration on links of profile `net`.
+    pub fn with_net(seed: u64, net: NetProfile) -> Sim {
+        Sim::new(
+            seed,
+            SimConfig {
+                net,
+                ..SimConfig::default()
+            },
+        )
+    }
+
     /// The seed of this run.
     pub fn seed_value(&self) -> u64 {
         self.seed
