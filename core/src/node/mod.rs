@@ -757,11 +757,12 @@ impl Node {
 
     /// The earliest deadline of the node, never before the latest `now`.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let held = self.next_held_deadline();
         let peers = &self.peers;
         [
             self.links.next_deadline(),
             self.outbox.next_deadline(),
-            self.held.next_deadline(),
+            held,
             self.closing_by.filter(|_| self.links.len() > 0),
             self.swim.as_ref().and_then(Swim::poll_timeout),
             self.resolver.poll_timeout(),

@@ -23,15 +23,11 @@ use crate::Instant;
 pub(crate) const MAX_HELD: usize = 32;
 
 /// When each ping-pong link's oldest held receipt is due (in order: the delay is one
-/// constant).
+/// constant). An entry whose receipts left in an answer stays until it reaches the
+/// front, where it is recognised as stale (its link's [`Receipts::due`] differs) and
+/// dropped without firing.
 #[derive(Default)]
 pub(crate) struct HeldReceipts(VecDeque<(Instant, ConnId)>);
-
-impl HeldReceipts {
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.0.front().map(|(at, _)| *at)
-    }
-}
 
 /// A link's receipt state.
 #[derive(Default)]
@@ -41,6 +37,9 @@ pub(crate) struct Receipts {
     pingpong: bool,
     /// When receipts last left on their own.
     sent_alone: Option<Instant>,
+    /// When the held receipts must leave: the deadline of this link's live entry in
+    /// [`HeldReceipts`].
+    due: Option<Instant>,
 }
 
 impl Node {
@@ -54,6 +53,7 @@ impl Node {
         entry.last_used = now;
         let r = &mut entry.receipts;
         if r.pingpong && r.held.is_empty() && !delay.is_zero() {
+            r.due = Some(now + delay);
             self.held.0.push_back((now + delay, conn));
         }
         r.held.push(bytes);
@@ -99,6 +99,7 @@ impl Node {
         let Some(entry) = self.links.get_mut(conn) else {
             return false;
         };
+        entry.receipts.due = None;
         if entry.receipts.held.is_empty() {
             return false;
         }
@@ -113,19 +114,34 @@ impl Node {
     /// Held receipts whose delay passed with nothing to ride on leave, and their link
     /// stops being ping-pong.
     pub(super) fn release_due_receipts(&mut self) {
-        while let Some(&(at, conn)) = self.held.0.front() {
+        while let Some(at) = self.next_held_deadline() {
             if at > self.now {
                 break;
             }
-            self.held.0.pop_front();
-            let waiting = self
-                .links
-                .get_mut(conn)
-                .filter(|e| !e.receipts.held.is_empty());
-            if let Some(e) = waiting {
+            let Some((_, conn)) = self.held.0.pop_front() else {
+                break;
+            };
+            if let Some(e) = self.links.get_mut(conn) {
                 e.receipts.pingpong = false;
                 self.release_receipts(conn);
             }
         }
+    }
+
+    /// When the first held receipts are due, once entries whose receipts have left (in
+    /// an answer, or with their link) are dropped from the front: a stale entry must
+    /// neither wake the driver nor end a link's ping-pong.
+    pub(super) fn next_held_deadline(&mut self) -> Option<Instant> {
+        while let Some(&(at, conn)) = self.held.0.front() {
+            let live = self
+                .links
+                .get(conn)
+                .is_some_and(|e| e.receipts.due == Some(at) && !e.receipts.held.is_empty());
+            if live {
+                return Some(at);
+            }
+            self.held.0.pop_front();
+        }
+        None
     }
 }

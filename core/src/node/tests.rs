@@ -216,6 +216,66 @@ fn receipts_ride_with_quick_answers_and_never_wait_on_one_way_links() {
     );
 }
 
+/// A receipt that rode in an answer leaves nothing behind: its deadline neither wakes
+/// the driver nor, once passed, turns the link one-way while a later receipt waits.
+#[test]
+fn receipts_that_rode_in_answers_leave_no_deadline_behind() {
+    let mut c = config();
+    let delay = Duration::from_millis(1);
+    c.receipt_delay = delay;
+    c.membership = None;
+    let mut net = Net::new(2, c);
+    net.nodes[0].add_seed(net.now, "n1");
+    net.advance(Duration::ZERO);
+    net.advance(Duration::from_millis(1));
+    let (a, b) = (net.id(0), net.id(1));
+    let delivered =
+        |net: &Net, i: usize, to, id| net.events[i].contains(&NodeEvent::Delivered { to, id });
+    // One message answered at once: the link turns ping-pong.
+    net.nodes[0]
+        .send(net.now, b, Target::Node, &b"one"[..])
+        .unwrap();
+    net.run();
+    net.nodes[1]
+        .send(net.now, a, Target::Node, &b"answer"[..])
+        .unwrap();
+    net.run();
+    // Round trips answered after 0.4 ms each, for five times the delay.
+    for trip in 0..12 {
+        let id = net.nodes[0]
+            .send(net.now, b, Target::Node, &b"ping"[..])
+            .unwrap();
+        net.run();
+        let sent = net.transmits[1];
+        let deadline = net.nodes[1].poll_timeout();
+        assert!(
+            deadline.is_some_and(|t| t <= net.now + delay),
+            "trip {trip}: b's held receipt is due within the delay"
+        );
+        net.advance(Duration::from_micros(400));
+        assert!(
+            !delivered(&net, 0, b, id),
+            "trip {trip}: b still holds its receipt for the answer"
+        );
+        net.nodes[1]
+            .send(net.now, a, Target::Node, &b"pong"[..])
+            .unwrap();
+        net.run();
+        assert!(delivered(&net, 0, b, id), "trip {trip}");
+        assert_eq!(
+            net.transmits[1] - sent,
+            1,
+            "trip {trip}: receipt and answer in one transmission"
+        );
+    }
+    // With nothing held, b's next deadline is not one of the receipts that left.
+    let now = net.now;
+    assert!(
+        net.nodes[1].poll_timeout().is_none_or(|t| t > now + delay),
+        "no stale receipt deadline"
+    );
+}
+
 #[test]
 fn a_seed_connects_and_messages_are_acknowledged() {
     let mut net = Net::new(2, config());
