@@ -26,7 +26,9 @@
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_net::{TcpListener, TcpStream};
@@ -64,11 +66,34 @@ impl Runtime for Smol {
         futures::FutureExt::map(smol::Timer::after(duration), |_| ())
     }
 
+    type Timer = SmolTimer;
+
+    fn timer(&self) -> SmolTimer {
+        SmolTimer(smol::Timer::never())
+    }
+
     fn transports(&self) -> Vec<Arc<dyn MeshTransport>> {
         vec![
             Arc::new(TcpTransport::default()),
             Arc::new(WsTransport::default()),
         ]
+    }
+}
+
+/// The event loop's timer on smol: an `async-io` timer moved with `set_at`.
+pub struct SmolTimer(smol::Timer);
+
+impl Future for SmolTimer {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
+}
+
+impl weft_mesh_driver::Timer for SmolTimer {
+    fn set_at(&mut self, at: std::time::Instant) {
+        self.0.set_at(at);
     }
 }
 

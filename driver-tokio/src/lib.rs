@@ -25,7 +25,9 @@
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -64,11 +66,38 @@ impl Runtime for Tokio {
         tokio::time::sleep(duration)
     }
 
+    type Timer = TokioTimer;
+
+    fn timer(&self) -> TokioTimer {
+        // Unarmed: a deadline far beyond any the loop sets (re-armed before it counts).
+        let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        TokioTimer(Box::pin(tokio::time::sleep_until(far)))
+    }
+
     fn transports(&self) -> Vec<Arc<dyn MeshTransport>> {
         vec![
             Arc::new(TcpTransport::default()),
             Arc::new(WsTransport::default()),
         ]
+    }
+}
+
+/// The event loop's timer on tokio: a `Sleep` moved with `reset` (a later deadline
+/// only updates the entry; the wheel re-files it when the old one comes up, without
+/// waking the task).
+pub struct TokioTimer(Pin<Box<tokio::time::Sleep>>);
+
+impl Future for TokioTimer {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl weft_mesh_driver::Timer for TokioTimer {
+    fn set_at(&mut self, at: std::time::Instant) {
+        self.0.as_mut().reset(tokio::time::Instant::from_std(at));
     }
 }
 

@@ -294,9 +294,33 @@ mod tests {
             })
         }
 
+        type Timer = Never;
+
+        fn timer(&self) -> Never {
+            Never
+        }
+
         fn transports(&self) -> Vec<Arc<dyn crate::MeshTransport>> {
             Vec::new()
         }
+    }
+
+    /// The discovery task uses no re-armable timer.
+    struct Never;
+
+    impl std::future::Future for Never {
+        type Output = ();
+
+        fn poll(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<()> {
+            std::task::Poll::Pending
+        }
+    }
+
+    impl crate::Timer for Never {
+        fn set_at(&mut self, _: std::time::Instant) {}
     }
 
     /// Returns `addrs` at every poll, failing (or panicking) every other poll.

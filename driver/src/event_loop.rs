@@ -45,7 +45,7 @@ use weft_mesh::{Identity, Instant, NodeId};
 use crate::discovery::{self, Discovery};
 use crate::mesh::{ProcessSummary, Responder, RouteSummary, ServiceSummary, Subscribers};
 use crate::replication::{self, Plug, SyncCommand};
-use crate::runtime::{Incoming, TransportListener, Transports};
+use crate::runtime::{Incoming, Timer, TransportListener, Transports};
 use crate::stream::{ReadHalf, WriteHalf};
 use crate::{os_rng, Addr, MeshError, MeshEvent, MeshStream, Runtime};
 
@@ -57,6 +57,14 @@ const READS_PER_TURN: usize = 4;
 const ROUNDS: usize = 8;
 /// Accepted connections still in their WebSocket upgrade, at most.
 const MAX_UPGRADES: usize = 256;
+/// How far ahead of now the timer follows a deadline that moved later. Traffic moves
+/// the node's deadline back and forth (a request: its retransmission, in a second; the
+/// answer: the receipt held for the next request, in `receipt_delay`, 1 ms by
+/// default): following it only this far keeps every move later, which is cheap,
+/// where moving earlier re-files the timer and may wake the runtime's timer thread. An
+/// idle loop pays for it with one early wake-up, after which the timer goes to the
+/// exact deadline.
+const TIMER_HORIZON: Duration = Duration::from_millis(1);
 /// How often a backlogged subscriber is offered its events again.
 const BACKLOG_RETRY: Duration = Duration::from_millis(1);
 /// How long a closed connection keeps reading (and discarding) before it is dropped.
@@ -192,16 +200,19 @@ impl<R: Runtime> Inline for Mutex<EventLoop<R>> {
         }
         el.drain_node();
         el.inline = false;
-        // Wake the loop if its timers are due sooner, a socket with no backlog to wake
-        // it still has bytes, actions wait for it, or a subscriber's backlog needs its
-        // retry timer.
-        let due = el.node_due();
-        let wake = due < el.due
-            || (backlog > 0 && el.writable.len() > backlog)
+        // The node's deadline moved (a receipt rode along, a message awaits its own):
+        // so does the loop's timer, which keeps the loop's waker. Unarmed, it fired and
+        // the loop is about to run anyway.
+        el.due = el.node_due();
+        if el.armed.is_some() {
+            el.arm();
+        }
+        // Wake the loop if a socket with no backlog to wake it still has bytes, actions
+        // wait for it, or a subscriber's backlog needs its retry timer.
+        let wake = (backlog > 0 && el.writable.len() > backlog)
             || (backlog == 0 && !el.writable.is_empty())
             || !el.deferred.is_empty()
             || el.subscribers.flush();
-        el.due = el.due.min(due);
         drop(el);
         if wake {
             waker.wake();
@@ -434,10 +445,7 @@ impl Waiter {
     }
 }
 
-/// A boxed timer.
-type Timer = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-struct EventLoop<R> {
+struct EventLoop<R: Runtime> {
     runtime: R,
     node: Node,
     started: std::time::Instant,
@@ -461,12 +469,16 @@ struct EventLoop<R> {
     connect_timeout: Duration,
     transports: Transports,
     upgrades: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    /// The armed timer and when it fires. It is replaced only by an earlier deadline (or
-    /// after it fired): a later one just means one early, harmless wake-up, and
-    /// re-registering a timer on every message costs more than that.
-    timer: Option<(std::time::Instant, Timer)>,
+    /// The loop's one timer, moved along with the node's deadline (see [`Self::arm`]):
+    /// a deadline left behind would wake the loop for nothing, and on a
+    /// request/response link every round trip moves the deadline.
+    timer: R::Timer,
+    /// Where the timer is set; `None` once it fired (until the loop sets it again).
+    armed: Option<std::time::Instant>,
     /// When the node's next timer is due, as it said at the end of the last round.
     due: std::time::Instant,
+    /// The loop looks again by then (a subscriber's backlog, a shutdown), if earlier.
+    retry: Option<std::time::Instant>,
     /// The loop task's waker (for sockets written to by commands run inline).
     waker: Waker,
     /// The loop has ended: commands are refused.
@@ -512,8 +524,10 @@ pub(crate) fn spawn<R: Runtime>(
         connect_timeout: setup.connect_timeout,
         transports: setup.transports,
         upgrades: Default::default(),
-        timer: None,
+        timer: setup.runtime.timer(),
+        armed: None,
         due: started,
+        retry: None,
         waker: futures::task::noop_waker(),
         stopped: false,
         inline: false,
@@ -637,25 +651,32 @@ impl<R: Runtime> EventLoop<R> {
     /// backlogged or the node shuts down) and poll it; true if it fired.
     fn poll_timer(&mut self, cx: &mut Context<'_>, backlogged: bool) -> bool {
         self.due = self.node_due();
-        let mut at = self.due;
-        if backlogged {
-            at = at.min(self.clock + BACKLOG_RETRY);
+        self.retry = if backlogged {
+            Some(self.clock + BACKLOG_RETRY)
         } else if self.shutdown.is_some() {
-            at = at.min(self.clock + Duration::from_millis(50));
-        }
-        let wait = at.saturating_duration_since(self.clock);
-        if self.timer.as_ref().is_some_and(|(armed, _)| at < *armed) {
-            self.timer = None;
-        }
-        let runtime = &self.runtime;
-        let (_, timer) = self
-            .timer
-            .get_or_insert_with(|| (at, Box::pin(runtime.sleep(wait))));
-        if timer.as_mut().poll(cx).is_ready() {
-            self.timer = None;
+            Some(self.clock + Duration::from_millis(50))
+        } else {
+            None
+        };
+        self.arm();
+        if Pin::new(&mut self.timer).poll(cx).is_ready() {
+            self.armed = None;
             return true;
         }
         false
+    }
+
+    /// Move the timer to the node's deadline or the loop's retry, whichever is first;
+    /// a later one only up to [`TIMER_HORIZON`] ahead.
+    fn arm(&mut self) {
+        let mut at = self.retry.map_or(self.due, |retry| retry.min(self.due));
+        if let Some(armed) = self.armed.filter(|&armed| at > armed) {
+            at = at.min(self.clock + TIMER_HORIZON).max(armed);
+        }
+        if self.armed != Some(at) {
+            self.timer.set_at(at);
+            self.armed = Some(at);
+        }
     }
 
     /// When the node's next timer is due, on the loop's clock: the same instant for the

@@ -28,7 +28,7 @@ pub use mesh::{
     ServiceSummary, StartError, DEV_GENESIS, EVENT_CAPACITY,
 };
 pub use replication::MAX_CHAIN_READ;
-pub use runtime::{BoxFuture, Incoming, MeshTransport, Runtime, TransportListener};
+pub use runtime::{BoxFuture, Incoming, MeshTransport, Runtime, Timer, TransportListener};
 pub use sockets::{Accepted, Sockets, TcpTransport, WsTransport};
 pub use stream::{ws_config, ws_path_check, MeshStream, ReadHalf, WriteHalf, READ_BUFFER};
 

@@ -49,8 +49,25 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// Complete after `duration`.
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send + 'static;
 
+    /// A timer, unarmed until [`Timer::set_at`].
+    fn timer(&self) -> Self::Timer;
+
+    /// The re-armable timer of [`Runtime::timer`].
+    type Timer: Timer;
+
     /// The transports of this runtime (TCP and WebSocket).
     fn transports(&self) -> Vec<Arc<dyn MeshTransport>>;
+}
+
+/// A timer that is moved rather than replaced: the event loop keeps one and re-arms it
+/// whenever the node's next deadline changes.
+///
+/// Re-arming must be cheap (moving a deadline later should not touch the runtime's
+/// timer structures), must keep the waker of the last poll, and may happen on any
+/// thread (a handle's, when a command runs inline).
+pub trait Timer: Future<Output = ()> + Send + Unpin + 'static {
+    /// Complete at `at` (in the past: at once); replaces any earlier setting.
+    fn set_at(&mut self, at: std::time::Instant);
 }
 
 /// The transports a node uses, searched in order for one that supports an address.

@@ -2,6 +2,8 @@
 //! pairing of them; messages and requests relayed along a line of nodes; rejections,
 //! vanishing peers, reconnects and hostile clients; discovery backends.
 
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,7 +12,7 @@ use weft_mesh::handshake::PqPolicy;
 use weft_mesh::{CloseReason, Identity, NodeId, Rng};
 use weft_mesh_driver::{
     Addr, BoxFuture, DiscoveryBackend, DiscoveryError, Events, Mesh, MeshBuilder, MeshError,
-    MeshEvent, RouteSummary, Runtime, StaticDiscovery, Target,
+    MeshEvent, RouteSummary, Runtime, StaticDiscovery, Target, Timer,
 };
 use weft_mesh_smol::Smol;
 use weft_mesh_tokio::Tokio;
@@ -397,6 +399,147 @@ async fn handles_work_from_a_thread_outside_the_runtime() {
     for m in [a, c] {
         m.shutdown().await;
     }
+}
+
+/// Tokio, with the event loop's timer counted: how often it fired, and how often it
+/// was moved earlier (which re-files it in the runtime's timer wheel).
+#[derive(Clone, Default)]
+struct CountedTimers {
+    fired: Arc<AtomicUsize>,
+    earlier: Arc<AtomicUsize>,
+}
+
+struct CountedTimer {
+    inner: weft_mesh_tokio::TokioTimer,
+    at: Option<std::time::Instant>,
+    counts: CountedTimers,
+}
+
+impl std::future::Future for CountedTimer {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll(cx);
+        if poll.is_ready() {
+            self.counts.fired.fetch_add(1, SeqCst);
+        }
+        poll
+    }
+}
+
+impl Timer for CountedTimer {
+    fn set_at(&mut self, at: std::time::Instant) {
+        if self.at.is_some_and(|old| at < old) {
+            self.counts.earlier.fetch_add(1, SeqCst);
+        }
+        self.at = Some(at);
+        self.inner.set_at(at);
+    }
+}
+
+impl Runtime for CountedTimers {
+    fn spawn<F>(&self, future: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        Tokio.spawn(future)
+    }
+
+    fn sleep(&self, duration: Duration) -> impl std::future::Future<Output = ()> + Send + 'static {
+        Tokio.sleep(duration)
+    }
+
+    type Timer = CountedTimer;
+
+    fn timer(&self) -> CountedTimer {
+        CountedTimer {
+            inner: Tokio.timer(),
+            at: None,
+            counts: self.clone(),
+        }
+    }
+
+    fn transports(&self) -> Vec<Arc<dyn weft_mesh_driver::MeshTransport>> {
+        Tokio.transports()
+    }
+}
+
+/// Send `i` to `to` and wait for its echo.
+async fn echo_trip<R: Runtime>(a: &Mesh<R>, events: &mut Events, to: NodeId, i: u32) {
+    let data = Bytes::from(i.to_be_bytes().to_vec());
+    a.send(to, Target::Node, data.clone()).await.expect("send");
+    assert_eq!(message(events).await.1, data);
+}
+
+/// On a request/response link every round trip moves each node's next deadline (the
+/// receipt held for the answer, the message awaiting its receipt). The event loops
+/// follow without their timers firing for deadlines that passed on, or being filed
+/// earlier again and again; and once the answers stop, a held receipt still leaves on
+/// time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trips_do_not_wake_the_loops_for_moved_deadlines() {
+    let counts = CountedTimers::default();
+    let quiet = |b: MeshBuilder<CountedTimers>| b.configure(|c| c.membership = None);
+    let (a, mut ae) = start(counts.clone(), |b| quiet(b).listen("tcp://127.0.0.1:0")).await;
+    let seed = a.local_addrs()[0].to_string();
+    let (b, mut be) = start(counts.clone(), |x| quiet(x).seed(seed)).await;
+    peer_up(&mut ae).await;
+    peer_up(&mut be).await;
+    let echo = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            while let Some(event) = be.next().await {
+                if let MeshEvent::Message { from, data, .. } = event {
+                    if &data[..] != b"no answer" {
+                        b.send(from, Target::Node, data).await.expect("echo");
+                    }
+                }
+            }
+        })
+    };
+    // Warm up into ping-pong, then count over at least 50 ms of round trips.
+    let to = b.node_id();
+    for i in 0..100 {
+        echo_trip(&a, &mut ae, to, i).await;
+    }
+    let (fired, earlier) = (counts.fired.load(SeqCst), counts.earlier.load(SeqCst));
+    let started = std::time::Instant::now();
+    let mut trips = 0;
+    while trips < 1000 || started.elapsed() < Duration::from_millis(50) {
+        echo_trip(&a, &mut ae, to, trips).await;
+        trips += 1;
+    }
+    let ms = started.elapsed().as_millis();
+    let fired = counts.fired.load(SeqCst) - fired;
+    let earlier = counts.earlier.load(SeqCst) - earlier;
+    // With deadlines left behind, each loop woke about once per receipt delay (1 ms).
+    assert!(
+        fired <= 4,
+        "{fired} timer wake-ups in {trips} round trips over {ms} ms"
+    );
+    assert!(
+        earlier <= 4,
+        "timers moved earlier {earlier} times in {trips} round trips"
+    );
+    // B holds the receipt of a message it does not answer for the receipt delay only.
+    let t = std::time::Instant::now();
+    timeout(
+        Duration::from_millis(500),
+        a.send(to, Target::Node, &b"no answer"[..]),
+    )
+    .await
+    .expect("the held receipt leaves on its timer")
+    .expect("delivered");
+    assert!(
+        t.elapsed() >= Duration::from_millis(1),
+        "the receipt waited for an answer"
+    );
+    echo.abort();
+    b.shutdown().await;
+    a.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
