@@ -27,7 +27,9 @@
 //!    Also printed: the same ping-pong through the task structure the drivers are
 //!    required to have (the application hands bytes to a socket's writer task and gets
 //!    them from its reader task through channels), without the core: what the
-//!    structure alone costs.
+//!    structure alone costs; and the exchange by two core nodes that the raw TCP tasks
+//!    run themselves (no event loop, no hand-off): the core's own cost on the path,
+//!    the floor of any driver.
 //! 3. Connect to first authenticated delivered byte (hybrid handshake): a fresh client
 //!    node seeded with a running listener: `start()`, wait for `PeerUp`, first `send`
 //!    acknowledged; fresh client (and identity) each trial, shut down after it.
@@ -65,6 +67,7 @@ use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatE
 use weft_mesh_driver::{Addr, BoxFuture, Incoming, MeshStream, MeshTransport, TransportListener};
 use weft_mesh_tokio::weft_mesh::handshake::Remote;
 use weft_mesh_tokio::weft_mesh::link::{Link, LinkConfig, MAX_TRANSMIT};
+use weft_mesh_tokio::weft_mesh::node::{Action, ConnId, Node, NodeConfig, NodeEvent};
 use weft_mesh_tokio::weft_mesh::{Identity, Instant as CoreInstant, NodeId, Rng};
 use weft_mesh_tokio::{Events, Mesh, MeshBuilder, MeshError, MeshEvent, Target, DEV_GENESIS};
 
@@ -705,6 +708,134 @@ async fn structure_rtt(warmup: usize, samples: usize) -> Vec<Duration> {
     out
 }
 
+/// One side of [`core_rtt`]: a core node driven inline by the task that owns its socket.
+struct InlineNode {
+    node: Node,
+    conn: ConnId,
+    sock: TcpStream,
+    started: Instant,
+    out: Vec<u8>,
+    inbuf: Vec<u8>,
+}
+
+impl InlineNode {
+    fn now(&self) -> CoreInstant {
+        CoreInstant::from_micros(self.started.elapsed().as_micros() as u64)
+    }
+
+    /// Run due timers, then write everything the node has for the socket.
+    async fn flush(&mut self) {
+        let now = self.now();
+        if self.node.poll_timeout().is_some_and(|t| t <= now) {
+            self.node.handle_timeout(now);
+        }
+        while self.node.poll_action().is_some() {}
+        while let Some(n) = self.node.poll_transmit(now, self.conn, &mut self.out) {
+            self.sock.write_all(&self.out[..n]).await.expect("write");
+        }
+    }
+
+    /// One socket read into the node; false at end of stream.
+    async fn read(&mut self) -> bool {
+        match self.sock.read(&mut self.inbuf).await {
+            Ok(n @ 1..) => {
+                let now = self.now();
+                self.node.handle_bytes(now, self.conn, &self.inbuf[..n]);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The floor of any driver: figure 2's exchange by two core nodes, each run inline by
+/// the one task that owns its socket (as in the raw ping-pong: no event loop, no
+/// hand-off between tasks, no timer armed). What it adds to raw TCP is the core's own
+/// work on the round trip's path: sealing, opening, envelopes, receipts.
+async fn core_rtt(warmup: usize, samples: usize) -> Vec<Duration> {
+    let mut rng = Rng::from_seed([3; 32]);
+    let started = Instant::now();
+    let side = move |sock: TcpStream, node: Node, conn| {
+        sock.set_nodelay(true).expect("nodelay");
+        InlineNode {
+            node,
+            conn,
+            sock,
+            started,
+            out: vec![0; MAX_TRANSMIT],
+            inbuf: vec![0; 64 * KIB],
+        }
+    };
+    let node = |rng: &mut Rng| {
+        let identity = Arc::new(Identity::generate(rng));
+        Node::new(identity, NodeConfig::new(DEV_GENESIS), rng.fork())
+    };
+    let (mut a, mut b) = (node(&mut rng), node(&mut rng));
+    let to = b.node_id();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    a.add_seed(CoreInstant::ZERO, format!("tcp://{addr}"));
+    a.handle_timeout(CoreInstant::ZERO);
+    let ca = std::iter::from_fn(|| a.poll_action())
+        .find_map(|action| match action {
+            Action::Dial { conn, .. } => Some(conn),
+            _ => None,
+        })
+        .expect("a dials its seed");
+    let cb = b.accept(CoreInstant::ZERO, None).expect("accept");
+    let echo = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.expect("accept");
+        let mut b = side(s, b, cb);
+        loop {
+            b.flush().await;
+            if !b.read().await {
+                break;
+            }
+            let now = b.now();
+            while let Some(event) = b.node.poll_event() {
+                if let NodeEvent::Message { from, payload, .. } = event {
+                    b.node.send(now, from, Target::Node, payload).expect("echo");
+                }
+            }
+        }
+    });
+    let mut a = side(TcpStream::connect(addr).await.expect("connect"), a, ca);
+    loop {
+        a.flush().await;
+        if std::iter::from_fn(|| a.node.poll_event()).any(|e| matches!(e, NodeEvent::PeerUp { .. }))
+        {
+            break;
+        }
+        assert!(a.read().await, "handshake");
+    }
+    let req = Bytes::from(vec![0xab; SMALL]);
+    let mut out = Vec::with_capacity(samples);
+    for i in 0..warmup + samples {
+        let t = Instant::now();
+        let now = a.now();
+        a.node
+            .send(now, to, Target::Node, req.clone())
+            .expect("send");
+        a.flush().await;
+        'reply: loop {
+            assert!(a.read().await, "echo closed");
+            while let Some(event) = a.node.poll_event() {
+                if let NodeEvent::Message { payload, .. } = event {
+                    assert_eq!(payload.len(), SMALL);
+                    break 'reply;
+                }
+            }
+        }
+        if i >= warmup {
+            out.push(t.elapsed());
+        }
+        a.flush().await;
+    }
+    drop(a);
+    within("core echo", echo).await.expect("echo task");
+    out
+}
+
 /// B's application: echo every message back with `send`, one at a time. (Keeping
 /// several sends in flight in a `FuturesUnordered` would cost a thread switch per
 /// message: it wakes its task whenever all its futures are pending, and a task that
@@ -795,14 +926,19 @@ async fn fig_rtt(plan: &Plan, report: &mut Report) {
     let mut raw2 = raw_rtt(plan.rtt_warmup, plan.rtt_samples / 4).await;
     raw.append(&mut raw2);
     let mut floor = structure_rtt(plan.rtt_warmup, plan.rtt_samples).await;
+    let mut core = core_rtt(plan.rtt_warmup, plan.rtt_samples).await;
     for (name, p) in [("p50", 50), ("p99", 99)] {
         let (w, r, f) = (pct(&mut weft, p), pct(&mut raw, p), pct(&mut floor, p));
+        let c = pct(&mut core, p);
         println!(
-            "  {name}: raw {:7.1} us   weft {:7.1} us   required task structure alone {:7.1} us ({:.2}x raw)",
+            "  {name}: raw {:7.1} us   weft {:7.1} us   required task structure alone {:7.1} us ({:.2}x raw)   \
+             core inline in the raw tasks {:7.1} us ({:.2}x raw)",
             us(r),
             us(w),
             us(f),
-            us(f) / us(r)
+            us(f) / us(r),
+            us(c),
+            us(c) / us(r),
         );
         report.row(
             &format!("2. 64 B round trip {name}, us"),
@@ -812,6 +948,11 @@ async fn fig_rtt(plan: &Plan, report: &mut Report) {
             "<= 1.25x",
         );
         report.verdict(us(w) / us(r) <= 1.25);
+        report.note(format!(
+            "64 B round trip {name}: the core run inline by the raw TCP tasks (any driver's floor) {:.1} us, {:.2}x raw",
+            us(c),
+            us(c) / us(r)
+        ));
     }
 
     // The same exchange through the instrumented transport: where the time goes.
