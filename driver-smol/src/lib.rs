@@ -69,7 +69,11 @@ impl Runtime for Smol {
     type Timer = SmolTimer;
 
     fn timer(&self) -> SmolTimer {
-        SmolTimer(smol::Timer::never())
+        SmolTimer {
+            timer: smol::Timer::never(),
+            set: None,
+            target: None,
+        }
     }
 
     fn transports(&self) -> Vec<Arc<dyn MeshTransport>> {
@@ -80,20 +84,47 @@ impl Runtime for Smol {
     }
 }
 
-/// The event loop's timer on smol: an `async-io` timer moved with `set_at`.
-pub struct SmolTimer(smol::Timer);
+/// The event loop's timer on smol: an `async-io` timer. Every `set_at` of an armed
+/// `async-io` timer re-files it and interrupts the reactor, so a later deadline is only
+/// recorded here and taken up when the earlier one passes (one wake-up of the owner,
+/// answered with `Pending`); an earlier one re-arms at once.
+pub struct SmolTimer {
+    timer: smol::Timer,
+    /// Where `timer` is set, until it fires.
+    set: Option<std::time::Instant>,
+    /// Where the owner wants it: `set` or later.
+    target: Option<std::time::Instant>,
+}
 
 impl Future for SmolTimer {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(&mut self.0).poll(cx).map(|_| ())
+        loop {
+            if Pin::new(&mut self.timer).poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            match self.target {
+                Some(target) if self.set.is_some_and(|set| target > set) => {
+                    self.timer.set_at(target);
+                    self.set = Some(target);
+                }
+                _ => {
+                    self.set = None;
+                    return Poll::Ready(());
+                }
+            }
+        }
     }
 }
 
 impl weft_mesh_driver::Timer for SmolTimer {
     fn set_at(&mut self, at: std::time::Instant) {
-        self.0.set_at(at);
+        self.target = Some(at);
+        if self.set.is_none_or(|set| at < set) {
+            self.timer.set_at(at);
+            self.set = Some(at);
+        }
     }
 }
 

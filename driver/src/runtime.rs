@@ -62,9 +62,11 @@ pub trait Runtime: Clone + Send + Sync + 'static {
 /// A timer that is moved rather than replaced: the event loop keeps one and re-arms it
 /// whenever the node's next deadline changes.
 ///
-/// Re-arming must be cheap (moving a deadline later should not touch the runtime's
-/// timer structures), must keep the waker of the last poll, and may happen on any
-/// thread (a handle's, when a command runs inline).
+/// Re-arming must keep the waker of the last poll and may happen on any thread (a
+/// handle's, when a command runs inline). Moving the deadline later happens about
+/// twice per request/response and should be cheap: tokio's `Sleep::reset` only
+/// updates the entry, and the smol driver's timer takes a later deadline up when the
+/// earlier one passes.
 pub trait Timer: Future<Output = ()> + Send + Unpin + 'static {
     /// Complete at `at` (in the past: at once); replaces any earlier setting.
     fn set_at(&mut self, at: std::time::Instant);

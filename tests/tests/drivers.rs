@@ -467,6 +467,42 @@ impl Runtime for CountedTimers {
     }
 }
 
+/// A runtime's re-armable timer completes at its last setting, moved later or earlier,
+/// and again after it fired once it is set again.
+async fn timer_follows_its_deadline<R: Runtime>(rt: R) {
+    use std::time::Instant;
+    let ms = Duration::from_millis;
+    let mut timer = rt.timer();
+    let start = Instant::now();
+    timer.set_at(start + ms(30));
+    timer.set_at(start + ms(120)); // later
+    (&mut timer).await;
+    assert!(
+        start.elapsed() >= ms(120),
+        "moved later: {:?}",
+        start.elapsed()
+    );
+    let start = Instant::now();
+    timer.set_at(start + ms(5_000));
+    // Polled once at the far deadline (registered), then moved earlier.
+    assert!(futures::poll!(&mut timer).is_pending());
+    timer.set_at(start + ms(20));
+    timeout(ms(2_000), &mut timer)
+        .await
+        .expect("moved earlier: fires at the earlier deadline");
+    assert!(start.elapsed() >= ms(20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tokio_timer_follows_its_deadline() {
+    timer_follows_its_deadline(Tokio).await;
+}
+
+#[test]
+fn the_smol_timer_follows_its_deadline() {
+    smol::block_on(timer_follows_its_deadline(Smol));
+}
+
 /// Send `i` to `to` and wait for its echo.
 async fn echo_trip<R: Runtime>(a: &Mesh<R>, events: &mut Events, to: NodeId, i: u32) {
     let data = Bytes::from(i.to_be_bytes().to_vec());
