@@ -27,7 +27,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -71,7 +71,10 @@ impl Runtime for Tokio {
     fn timer(&self) -> TokioTimer {
         // Unarmed: a deadline far beyond any the loop sets (re-armed before it counts).
         let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
-        TokioTimer(Box::pin(tokio::time::sleep_until(far)))
+        TokioTimer {
+            sleep: Box::pin(tokio::time::sleep_until(far)),
+            waker: None,
+        }
     }
 
     fn transports(&self) -> Vec<Arc<dyn MeshTransport>> {
@@ -82,22 +85,43 @@ impl Runtime for Tokio {
     }
 }
 
-/// The event loop's timer on tokio: a `Sleep` moved with `reset` (a later deadline
-/// only updates the entry; the wheel re-files it when the old one comes up, without
-/// waking the task).
-pub struct TokioTimer(Pin<Box<tokio::time::Sleep>>);
+/// The event loop's timer on tokio: a `Sleep` moved with `reset` (with tokio's default
+/// timer a later deadline only updates the entry, and the wheel re-files it when the
+/// old one comes up, without waking the task).
+pub struct TokioTimer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// The waker of the last poll, registered again after every reset: tokio's
+    /// alternative timer (`enable_alt_timer`) drops it on reset, and a reset may come
+    /// from a thread that never polls.
+    waker: Option<Waker>,
+}
 
 impl Future for TokioTimer {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.0.as_mut().poll(cx)
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.waker = Some(cx.waker().clone());
+        }
+        self.sleep.as_mut().poll(cx)
     }
 }
 
 impl weft_mesh_driver::Timer for TokioTimer {
     fn set_at(&mut self, at: std::time::Instant) {
-        self.0.as_mut().reset(tokio::time::Instant::from_std(at));
+        self.sleep
+            .as_mut()
+            .reset(tokio::time::Instant::from_std(at));
+        if let Some(waker) = &self.waker {
+            if self
+                .sleep
+                .as_mut()
+                .poll(&mut Context::from_waker(waker))
+                .is_ready()
+            {
+                waker.wake_by_ref();
+            }
+        }
     }
 }
 

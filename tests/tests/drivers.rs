@@ -401,21 +401,34 @@ async fn handles_work_from_a_thread_outside_the_runtime() {
     }
 }
 
-/// Tokio, with the event loop's timer counted: how often it fired, and how often it
-/// was moved earlier (which re-files it in the runtime's timer wheel).
+/// A runtime whose event-loop timers are counted: how often they were set, fired, and
+/// moved earlier (which re-files a timer in the runtime's timer structure).
+#[derive(Clone)]
+struct Counted<R> {
+    inner: R,
+    counts: Counts,
+}
+
 #[derive(Clone, Default)]
-struct CountedTimers {
+struct Counts {
+    set: Arc<AtomicUsize>,
     fired: Arc<AtomicUsize>,
     earlier: Arc<AtomicUsize>,
 }
 
-struct CountedTimer {
-    inner: weft_mesh_tokio::TokioTimer,
-    at: Option<std::time::Instant>,
-    counts: CountedTimers,
+impl Counts {
+    fn now(&self) -> [usize; 3] {
+        [&self.set, &self.fired, &self.earlier].map(|c| c.load(SeqCst))
+    }
 }
 
-impl std::future::Future for CountedTimer {
+struct CountedTimer<T> {
+    inner: T,
+    at: Option<std::time::Instant>,
+    counts: Counts,
+}
+
+impl<T: Timer> std::future::Future for CountedTimer<T> {
     type Output = ();
 
     fn poll(
@@ -430,8 +443,9 @@ impl std::future::Future for CountedTimer {
     }
 }
 
-impl Timer for CountedTimer {
+impl<T: Timer> Timer for CountedTimer<T> {
     fn set_at(&mut self, at: std::time::Instant) {
+        self.counts.set.fetch_add(1, SeqCst);
         if self.at.is_some_and(|old| at < old) {
             self.counts.earlier.fetch_add(1, SeqCst);
         }
@@ -440,35 +454,36 @@ impl Timer for CountedTimer {
     }
 }
 
-impl Runtime for CountedTimers {
+impl<R: Runtime> Runtime for Counted<R> {
     fn spawn<F>(&self, future: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        Tokio.spawn(future)
+        self.inner.spawn(future)
     }
 
     fn sleep(&self, duration: Duration) -> impl std::future::Future<Output = ()> + Send + 'static {
-        Tokio.sleep(duration)
+        self.inner.sleep(duration)
     }
 
-    type Timer = CountedTimer;
+    type Timer = CountedTimer<R::Timer>;
 
-    fn timer(&self) -> CountedTimer {
+    fn timer(&self) -> Self::Timer {
         CountedTimer {
-            inner: Tokio.timer(),
+            inner: self.inner.timer(),
             at: None,
-            counts: self.clone(),
+            counts: self.counts.clone(),
         }
     }
 
     fn transports(&self) -> Vec<Arc<dyn weft_mesh_driver::MeshTransport>> {
-        Tokio.transports()
+        self.inner.transports()
     }
 }
 
-/// A runtime's re-armable timer completes at its last setting, moved later or earlier,
-/// and again after it fired once it is set again.
+/// A runtime's re-armable timer completes at its last setting, moved later or earlier
+/// (also from another thread, as a command run inline does), and again after it fired
+/// once it is set again.
 async fn timer_follows_its_deadline<R: Runtime>(rt: R) {
     use std::time::Instant;
     let ms = Duration::from_millis;
@@ -484,12 +499,14 @@ async fn timer_follows_its_deadline<R: Runtime>(rt: R) {
     );
     let start = Instant::now();
     timer.set_at(start + ms(5_000));
-    // Polled once at the far deadline (registered), then moved earlier.
+    // Polled once at the far deadline (registered), then moved earlier elsewhere.
     assert!(futures::poll!(&mut timer).is_pending());
-    timer.set_at(start + ms(20));
+    std::thread::scope(|s| {
+        s.spawn(|| timer.set_at(start + ms(20)));
+    });
     timeout(ms(2_000), &mut timer)
         .await
-        .expect("moved earlier: fires at the earlier deadline");
+        .expect("moved earlier on another thread: fires at the earlier deadline");
     assert!(start.elapsed() >= ms(20));
 }
 
@@ -515,50 +532,54 @@ async fn echo_trip<R: Runtime>(a: &Mesh<R>, events: &mut Events, to: NodeId, i: 
 /// follow without their timers firing for deadlines that passed on, or being filed
 /// earlier again and again; and once the answers stop, a held receipt still leaves on
 /// time.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn round_trips_do_not_wake_the_loops_for_moved_deadlines() {
-    let counts = CountedTimers::default();
-    let quiet = |b: MeshBuilder<CountedTimers>| b.configure(|c| c.membership = None);
-    let (a, mut ae) = start(counts.clone(), |b| quiet(b).listen("tcp://127.0.0.1:0")).await;
+async fn round_trips_leave_the_loop_timers_alone<R: Runtime>(rt: R) {
+    let rt = Counted {
+        inner: rt,
+        counts: Counts::default(),
+    };
+    let counts = rt.counts.clone();
+    let quiet = |b: MeshBuilder<Counted<R>>| b.configure(|c| c.membership = None);
+    let (a, mut ae) = start(rt.clone(), |b| quiet(b).listen("tcp://127.0.0.1:0")).await;
     let seed = a.local_addrs()[0].to_string();
-    let (b, mut be) = start(counts.clone(), |x| quiet(x).seed(seed)).await;
+    let (b, mut be) = start(rt.clone(), |x| quiet(x).seed(seed)).await;
     peer_up(&mut ae).await;
     peer_up(&mut be).await;
-    let echo = {
-        let b = b.clone();
-        tokio::spawn(async move {
-            while let Some(event) = be.next().await {
-                if let MeshEvent::Message { from, data, .. } = event {
-                    if &data[..] != b"no answer" {
-                        b.send(from, Target::Node, data).await.expect("echo");
-                    }
+    let echo = b.clone();
+    rt.spawn(async move {
+        while let Some(event) = be.next().await {
+            if let MeshEvent::Message { from, data, .. } = event {
+                if &data[..] != b"no answer" && echo.send(from, Target::Node, data).await.is_err() {
+                    return;
                 }
             }
-        })
-    };
+        }
+    });
     // Warm up into ping-pong, then count over at least 50 ms of round trips.
     let to = b.node_id();
     for i in 0..100 {
         echo_trip(&a, &mut ae, to, i).await;
     }
-    let (fired, earlier) = (counts.fired.load(SeqCst), counts.earlier.load(SeqCst));
+    let before = counts.now();
     let started = std::time::Instant::now();
     let mut trips = 0;
     while trips < 1000 || started.elapsed() < Duration::from_millis(50) {
         echo_trip(&a, &mut ae, to, trips).await;
         trips += 1;
     }
-    let ms = started.elapsed().as_millis();
-    let fired = counts.fired.load(SeqCst) - fired;
-    let earlier = counts.earlier.load(SeqCst) - earlier;
-    // With deadlines left behind, each loop woke about once per receipt delay (1 ms).
+    let ms = started.elapsed().as_millis() as usize;
+    let [set, fired, earlier] = [0, 1, 2].map(|i| counts.now()[i] - before[i]);
+    assert!(set > 0, "the loops use the runtime's re-armable timer");
+    // With deadlines left behind, each loop woke about once per receipt delay (1 ms);
+    // with every move followed exactly, timers moved earlier twice per round trip. A
+    // round trip delayed past 1 ms (a loaded machine) rightly fires a few.
+    let allowed = 4 + ms / 10;
     assert!(
-        fired <= 4,
+        fired <= allowed,
         "{fired} timer wake-ups in {trips} round trips over {ms} ms"
     );
     assert!(
-        earlier <= 4,
-        "timers moved earlier {earlier} times in {trips} round trips"
+        earlier <= allowed,
+        "timers moved earlier {earlier} times in {trips} round trips over {ms} ms"
     );
     // B holds the receipt of a message it does not answer for the receipt delay only.
     let t = std::time::Instant::now();
@@ -573,9 +594,18 @@ async fn round_trips_do_not_wake_the_loops_for_moved_deadlines() {
         t.elapsed() >= Duration::from_millis(1),
         "the receipt waited for an answer"
     );
-    echo.abort();
     b.shutdown().await;
     a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trips_do_not_wake_tokio_loops_for_moved_deadlines() {
+    round_trips_leave_the_loop_timers_alone(Tokio).await;
+}
+
+#[test]
+fn round_trips_do_not_wake_smol_loops_for_moved_deadlines() {
+    smol::block_on(round_trips_leave_the_loop_timers_alone(Smol));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
