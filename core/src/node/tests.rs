@@ -138,17 +138,27 @@ fn config() -> NodeConfig {
     c
 }
 
-#[test]
-fn receipts_ride_with_quick_answers_and_never_wait_on_one_way_links() {
+/// Two linked nodes whose receipts may wait `delay` for an answer (membership off: no
+/// heartbeat traffic to ride on), and their ids.
+fn receipt_pair(delay: Duration) -> (Net, NodeId, NodeId) {
     let mut c = config();
-    c.receipt_delay = Duration::from_millis(1);
-    c.membership = None; // no heartbeat traffic to ride on
+    c.receipt_delay = delay;
+    c.membership = None;
     let mut net = Net::new(2, c);
     net.nodes[0].add_seed(net.now, "n1");
     net.advance(Duration::ZERO);
     let (a, b) = (net.id(0), net.id(1));
-    let delivered =
-        |net: &Net, i: usize, to, id| net.events[i].contains(&NodeEvent::Delivered { to, id });
+    (net, a, b)
+}
+
+/// Whether node `i` was told that its message `id` to `to` arrived.
+fn delivered(net: &Net, i: usize, to: NodeId, id: MessageId) -> bool {
+    net.events[i].contains(&NodeEvent::Delivered { to, id })
+}
+
+#[test]
+fn receipts_ride_with_quick_answers_and_never_wait_on_one_way_links() {
+    let (mut net, a, b) = receipt_pair(Duration::from_millis(1));
 
     // One way: the receipt leaves at the end of the read, at once.
     let id = net.nodes[0]
@@ -220,17 +230,9 @@ fn receipts_ride_with_quick_answers_and_never_wait_on_one_way_links() {
 /// the driver nor, once passed, turns the link one-way while a later receipt waits.
 #[test]
 fn receipts_that_rode_in_answers_leave_no_deadline_behind() {
-    let mut c = config();
     let delay = Duration::from_millis(1);
-    c.receipt_delay = delay;
-    c.membership = None;
-    let mut net = Net::new(2, c);
-    net.nodes[0].add_seed(net.now, "n1");
-    net.advance(Duration::ZERO);
+    let (mut net, a, b) = receipt_pair(delay);
     net.advance(Duration::from_millis(1));
-    let (a, b) = (net.id(0), net.id(1));
-    let delivered =
-        |net: &Net, i: usize, to, id| net.events[i].contains(&NodeEvent::Delivered { to, id });
     // One message answered at once: the link turns ping-pong.
     net.nodes[0]
         .send(net.now, b, Target::Node, &b"one"[..])
